@@ -1,0 +1,146 @@
+"""``scoregan``: the command line, a thin layer over :mod:`scoregan.api`.
+
+    scoregan train [CONFIG] [--set key=value ...] [--run-dir DIR] [--resume RUN_DIR]
+    scoregan eval RUN_DIR [--n N] [--json]
+    scoregan sample RUN_DIR --n N --out FILE.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+DESCRIPTION = """\
+scoregan trains generators as particle flows written in scores: f-GANs as (weighted) score
+matching, IPM-GANs as kernel-smoothed score matching, plus the classic adversarial baselines.
+Every run writes a directory with its resolved config, metrics.jsonl, checkpoints and figures."""
+
+TRAIN_EPILOG = """\
+examples:
+  scoregan train                                        # embedded defaults: NSGAN on 8 Gaussians, ~1 min on CPU
+  scoregan train configs/toy/8gaussians-wgan-gp.yaml --run-dir runs/wgan
+  scoregan train configs/toy/8gaussians-nsgan.yaml --set train.steps=500 --set model.latent_dim=4
+  scoregan train --resume runs/wgan --set train.steps=6000   # continue a run, exactly
+
+Any config field can be overridden with --set section.field=value (values are YAML: 1e-3,
+[64, 64], null, true). Use --print-config to see every field with its resolved value."""
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in metrics.items()]
+    w = max(len(k) for k, _ in rows) if rows else 6
+    vw = max(len(v) for _, v in rows) if rows else 5
+    lines = [f"{'metric'.ljust(w)}  {'value'.rjust(vw)}", f"{'-' * w}  {'-' * vw}"]
+    lines += [f"{k.ljust(w)}  {v.rjust(vw)}" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from scoregan import api
+    from scoregan.config import load_config, to_dict
+
+    if a.print_config:
+        import yaml
+
+        src = (a.resume + "/config.yaml") if a.resume else a.config
+        print(yaml.safe_dump(to_dict(load_config(src, a.set)), sort_keys=False), end="")
+        return 0
+    if a.no_progress:
+        a.set = [*a.set, "train.progress=false"]
+    result = api.train(a.config, overrides=a.set, run_dir=a.run_dir, resume=a.resume)
+    print(f"\nrun directory: {result.run_dir}  (step {result.step}{', stopped early' if result.stopped_early else ''})")
+    print(_metrics_table(result.metrics))
+    print(f"figures: {result.run_dir / 'figures'}")
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from scoregan import api
+
+    metrics = api.evaluate(a.run_dir, n=a.n, seed=a.seed)
+    print(json.dumps(metrics) if a.json else _metrics_table(metrics))
+    return 0
+
+
+def _cmd_sample(a: argparse.Namespace) -> int:
+    from scoregan import api
+
+    if a.langevin:
+        from scoregan.sampling.from_run import langevin_from_run
+
+        report = langevin_from_run(a.run_dir, n=a.n, steps=a.steps, step_size=a.step_size,
+                                   guidance_scale=a.guidance_scale, space=a.space, seed=a.seed, out=a.out)
+        print(_metrics_table({k: v for k, v in report.items() if isinstance(v, (int, float, str))}))
+        return 0
+    x = api.sample(a.run_dir, n=a.n, out=a.out, seed=a.seed)
+    print(f"wrote {x.shape[0]} samples of dimension {x.shape[1]} to {a.out} (array 'x') and {os.path.splitext(a.out)[0]}.png")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scoregan", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="{train,eval,sample}")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a generator from a YAML config", description="Train a generator from a "
+                       "YAML config into a run directory (config.yaml, metrics.jsonl, checkpoints/, figures/).",
+                       epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("config", nargs="?", default=None, help="YAML config (default: the embedded defaults)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    t.add_argument("--run-dir", default=None, help="where to write the run (default: runs/<name>-<time>)")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    t.set_defaults(fn=_cmd_train)
+
+    e = sub.add_parser("eval", help="metrics of a trained run", description="Sample a trained run and print its "
+                       "metrics against fresh target samples: W2 (exact OT), sliced W2, MMD² (with its bandwidth), "
+                       "energy distance, and for mixture targets the modes covered and the high-quality fraction.")
+    e.add_argument("run_dir", help="a run directory written by `scoregan train`")
+    e.add_argument("--n", type=int, default=None, help="samples to draw (default: the config's eval.n_samples)")
+    e.add_argument("--seed", type=int, default=None, help="seed of the draws (default: the config's eval.seed)")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    e.set_defaults(fn=_cmd_eval)
+
+    s = sub.add_parser("sample", help="draw samples from a trained run", description="Draw samples from a trained "
+                       "run into FILE.npz (array 'x') and a figure FILE.png; with --langevin, refine them by "
+                       "discriminator-guided Langevin dynamics.")
+    s.add_argument("run_dir")
+    s.add_argument("--n", type=int, required=True, help="number of samples")
+    s.add_argument("--out", required=True, help="output .npz file")
+    s.add_argument("--seed", type=int, default=0)
+    lg = s.add_argument_group("Langevin refinement (discriminator guidance)")
+    lg.add_argument("--langevin", action="store_true", help="refine with discriminator-guided Langevin dynamics")
+    lg.add_argument("--space", choices=("latent", "data"), default="latent", help="where the chain runs")
+    lg.add_argument("--steps", type=int, default=100, help="Langevin steps")
+    lg.add_argument("--step-size", type=float, default=1e-2, help="Langevin step size η")
+    lg.add_argument("--guidance-scale", type=float, default=1.0, help="weight λ of the discriminator guidance")
+    s.set_defaults(fn=_cmd_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("n", "steps"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            print(f"scoregan {args.command}: error: --{name} must be >= 1, got {v}", file=sys.stderr)
+            return 2
+    try:
+        return args.fn(args)
+    except ValueError as exc:  # config, data, checkpoint and argument errors: one clear line
+        if os.environ.get("SCOREGAN_DEBUG"):
+            raise
+        print(f"scoregan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is intact; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

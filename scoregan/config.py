@@ -1,0 +1,368 @@
+"""Typed experiment configs: YAML files loaded into dataclasses, validated before any work.
+
+A config file is a nested mapping whose sections mirror :class:`ExperimentConfig`. Every field is
+typed; ranges and choices live in the field's metadata. ``load_config(path, overrides)`` reads the
+YAML (following ``extends: other.yaml`` chains, deep-merged), applies ``--set a.b=value`` overrides
+(values parsed as YAML scalars), and validates the whole tree. Any problem raises
+:class:`ConfigError` with one message naming the field, the value and what is allowed, with a
+did-you-mean suggestion for typos.
+
+The ``trainer`` section is a tagged union: its ``name`` selects an update rule, whose own params
+dataclass (registered with :func:`register_trainer_config`) types the remaining keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from scoregan._checks import closest
+
+
+class ConfigError(ValueError):
+    """A config problem, reported before any work starts."""
+
+
+def spec(default: Any = dataclasses.MISSING, *, help: str = "", min: float | None = None,
+         max: float | None = None, exclusive_min: bool = False, choices: tuple | None = None,
+         default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with validation metadata (range, choices) and a one-line help."""
+    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min, "choices": choices}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """The target distribution. Parameters left ``null`` take the dataset's documented default."""
+
+    name: str = spec("8gaussians", help="dataset name (see `scoregan.data.DATASETS`)")
+    radius: float | None = spec(None, min=0, exclusive_min=True, help="mixture radius / grid half-width")
+    std: float | None = spec(None, min=0, exclusive_min=True, help="per-coordinate std of each mode")
+    n_modes: int | None = spec(None, min=1, help="number of mixture modes")
+    dim: int | None = spec(None, min=1, help="data dimension (n-D mixtures)")
+    noise: float | None = spec(None, min=0, help="noise level of the non-mixture toys")
+    scale: float | None = spec(None, min=0, exclusive_min=True, help="overall scale of the non-mixture toys")
+    path: str | None = spec(None, help="file for file-backed datasets (.npz)")
+    key: str = spec("x", help="array name inside an .npz file")
+    seed: int = spec(0, min=0, help="seed of the dataset's own randomness (mode layout, finite sets)")
+
+
+@dataclass
+class NetConfig:
+    """A fully connected network."""
+
+    hidden: list[int] = spec(default_factory=lambda: [256, 256, 256], help="hidden layer widths")
+    activation: str = spec("relu", choices=("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "softplus"))
+    spectral_norm: bool = spec(False, help="spectral normalisation on every linear layer")
+
+
+@dataclass
+class ModelConfig:
+    """Generator and discriminator architectures."""
+
+    latent_dim: int = spec(2, min=1, help="dimension of the generator's Gaussian latent")
+    generator: NetConfig = spec(default_factory=NetConfig)
+    discriminator: NetConfig = spec(default_factory=lambda: NetConfig(activation="leaky_relu"))
+
+
+@dataclass
+class OptimConfig:
+    """Adam for both players."""
+
+    lr_g: float = spec(1e-4, min=0, exclusive_min=True, help="generator learning rate")
+    lr_d: float = spec(1e-4, min=0, exclusive_min=True, help="discriminator learning rate")
+    beta1: float = spec(0.5, min=0, max=1)
+    beta2: float = spec(0.9, min=0, max=1)
+    weight_decay: float = spec(0.0, min=0)
+    grad_clip: float | None = spec(None, min=0, exclusive_min=True, help="clip global grad norm")
+
+
+@dataclass
+class TrainConfig:
+    """The loop."""
+
+    steps: int = spec(2000, min=1, help="generator updates")
+    batch_size: int = spec(256, min=1)
+    seed: int = spec(0, min=0)
+    device: str = spec("auto", help="auto | cpu | cuda | cuda:N")
+    dtype: str = spec("float32", choices=("float32", "float64"))
+    checkpoint_every: int = spec(500, min=1, help="steps between checkpoints (and one at the end)")
+    eval_every: int = spec(500, min=1, help="steps between evaluations and figures")
+    log_every: int = spec(25, min=1, help="steps between loss lines in metrics.jsonl")
+    progress: bool = spec(True, help="show a progress bar")
+
+
+@dataclass
+class EvalConfig:
+    """Periodic and final evaluation."""
+
+    n_samples: int = spec(2000, min=2, help="generated samples per evaluation")
+    seed: int = spec(1234, min=0, help="seed of the evaluation draws (fixed, separate from training)")
+    figures: bool = spec(True, help="write sample figures")
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking: wandb plus a local metrics.jsonl that is always written."""
+
+    mode: str = spec("offline", choices=("offline", "online", "disabled"))
+    project: str = spec("scoregan")
+    entity: str | None = spec(None)
+    tags: list[str] = spec(default_factory=list)
+
+
+@dataclass
+class TrainerConfig:
+    """Base of every update rule's config; ``name`` selects the rule."""
+
+    name: str = spec("nsgan", help="update rule (see `scoregan.trainers.TRAINERS`)")
+
+
+_TRAINER_CONFIGS: dict[str, type] = {}
+
+
+def register_trainer_config(name: str, cls: type) -> None:
+    """Register the params dataclass of trainer ``name`` (called by the trainers package)."""
+    _TRAINER_CONFIGS[name] = cls
+
+
+def trainer_names() -> list[str]:
+    _load_trainers()
+    return sorted(_TRAINER_CONFIGS)
+
+
+def _load_trainers() -> None:
+    import scoregan.trainers  # noqa: F401  (registers the update rules)
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: what to fit, with what, how long, and where to report."""
+
+    name: str = spec("experiment")
+    data: DataConfig = spec(default_factory=DataConfig)
+    model: ModelConfig = spec(default_factory=ModelConfig)
+    trainer: TrainerConfig = spec(default_factory=TrainerConfig)
+    optim: OptimConfig = spec(default_factory=OptimConfig)
+    train: TrainConfig = spec(default_factory=TrainConfig)
+    eval: EvalConfig = spec(default_factory=EvalConfig)
+    tracking: TrackingConfig = spec(default_factory=TrackingConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overriding, validating
+# ---------------------------------------------------------------------------------------------
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a config file, following ``extends:`` (a path relative to the file), deep-merged."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
+    parent = raw.pop("extends", None)
+    if parent is not None:
+        base = read_yaml(path.parent / parent)
+        raw = deep_merge(base, raw)
+    return raw
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` merged into a copy of ``base`` (nested mappings merged, everything else replaced)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """Apply ``a.b.c=value`` strings; values are parsed as YAML (``1e-3``, ``[64, 64]``, ``null``)."""
+    raw = deep_merge({}, raw)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load and validate a config (``path=None``: the embedded defaults)."""
+    raw = read_yaml(path) if path is not None else {}
+    return from_dict(apply_overrides(raw, overrides))
+
+
+def from_dict(raw: dict) -> ExperimentConfig:
+    """Build a validated :class:`ExperimentConfig` from a plain mapping."""
+    cfg = _build(ExperimentConfig, raw, "")
+    _cross_checks(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain YAML-able Python data."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping of keys, got {raw!r}")
+    if cls is TrainerConfig:
+        cls = _trainer_class(raw, prefix)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            hint = closest(str(key), fields).replace("'", "'" + prefix, 1)
+            raise ConfigError(
+                f"unknown key {prefix + str(key)!r}{hint}; allowed keys in {where}: {', '.join(fields)}"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if hints[name] is TrainerConfig:  # the default trainer gets its own typed params too
+                kwargs[name] = _build(TrainerConfig, {}, prefix + name + ".")
+            continue
+        kwargs[name] = _convert(hints[name], raw[name], prefix + name, f.metadata)
+    return cls(**kwargs)
+
+
+def _trainer_class(raw: dict, prefix: str) -> type:
+    _load_trainers()
+    name = raw.get("name", TrainerConfig.name)
+    if name not in _TRAINER_CONFIGS:
+        allowed = sorted(_TRAINER_CONFIGS)
+        raise ConfigError(
+            f"{prefix}name = {name!r} is not a trainer; allowed: {', '.join(allowed)}{closest(str(name), allowed)}"
+        )
+    return _TRAINER_CONFIGS[name]
+
+
+def _describe(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(tp: Any, value: Any, key: str, meta: Any) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            if type(None) in get_args(tp):
+                return None
+        if len(args) == 1:
+            return _convert(args[0], value, key, meta)
+        errors = []
+        for a in args:
+            try:
+                return _convert(a, value, key, meta)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin is list:
+        (inner,) = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} = {value!r}: expected a list of {_describe(inner)}")
+        return [_convert(inner, v, f"{key}[{i}]", meta) for i, v in enumerate(value)]
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key} = {value!r}: allowed values are {', '.join(map(repr, allowed))}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r}: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ConfigError(f"{key} = {value!r}: expected an integer")
+        _check_range(key, value, meta)
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} = {value!r}: expected a number")
+        value = float(value)
+        _check_range(key, value, meta)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} = {value!r}: expected a string")
+        choices = meta.get("choices") if meta else None
+        if choices and value not in choices:
+            raise ConfigError(
+                f"{key} = {value!r}: allowed values are {', '.join(map(repr, choices))}{closest(value, choices)}"
+            )
+        return value
+    if tp is Any:
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in a config dataclass
+
+
+def _check_range(key: str, value: float, meta: Any) -> None:
+    if not meta:
+        return
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None:
+        if meta.get("exclusive_min") and not value > lo:
+            raise ConfigError(f"{key} = {value!r}: must be > {lo}")
+        if value < lo:
+            raise ConfigError(f"{key} = {value!r}: must be >= {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{key} = {value!r}: must be <= {hi}")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key} = {value!r}: allowed values are {', '.join(map(repr, choices))}")
+
+
+def _cross_checks(cfg: ExperimentConfig) -> None:
+    """Checks that involve more than one field or the outside world (files, datasets)."""
+    from scoregan.data import validate_data_config
+
+    validate_data_config(cfg.data)
+    dev = cfg.train.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"train.device = {dev!r}: allowed values are 'auto', 'cpu', 'cuda', 'cuda:N'")

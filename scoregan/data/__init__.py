@@ -1,0 +1,97 @@
+"""Target distributions: toys in 2-D and n-D, bundled digits, ``.npz`` arrays.
+
+``make_dataset(cfg.data)`` builds the target named in a config; ``DATASETS`` lists the names and
+the config fields each one reads (fields left ``null`` take the defaults shown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from scoregan._checks import closest
+from scoregan.data.base import ArrayDataset, Dataset, MixtureDataset
+from scoregan.data.files import DataFileError, digits_dataset, npz_dataset
+from scoregan.data.toys import (
+    Checkerboard,
+    Pinwheel,
+    Rings,
+    SwissRoll,
+    TwoMoons,
+    eight_gaussians,
+    grid_gaussians,
+    nd_mixture,
+)
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    factory: Callable[..., Dataset]
+    fields: tuple[str, ...]  # config fields (of DataConfig) passed to the factory when set
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "8gaussians": DatasetEntry(eight_gaussians, ("radius", "std", "n_modes")),
+    "25gaussians": DatasetEntry(grid_gaussians, ("radius", "std", "n_modes")),
+    "gmm": DatasetEntry(nd_mixture, ("dim", "n_modes", "radius", "std", "seed")),
+    "swiss_roll": DatasetEntry(SwissRoll, ("scale", "noise")),
+    "two_moons": DatasetEntry(TwoMoons, ("scale", "noise")),
+    "checkerboard": DatasetEntry(Checkerboard, ("scale",)),
+    "rings": DatasetEntry(Rings, ("scale", "n_modes", "noise")),
+    "pinwheel": DatasetEntry(Pinwheel, ("scale", "n_modes")),
+    "digits": DatasetEntry(digits_dataset, ()),
+    "npz": DatasetEntry(npz_dataset, ("path", "key")),
+}
+_ALWAYS = ("name", "key", "seed")  # fields with a value always present
+
+
+def _kwargs(cfg) -> dict:
+    entry = DATASETS[cfg.name]
+    out = {}
+    for f in entry.fields:
+        v = getattr(cfg, f)
+        if v is not None:
+            out[f] = v
+    return out
+
+
+def validate_data_config(cfg) -> None:
+    """Raise a ValueError naming the field when ``cfg`` (a DataConfig) cannot describe a target."""
+    from scoregan.config import ConfigError
+
+    if cfg.name not in DATASETS:
+        raise ConfigError(f"data.name = {cfg.name!r} is not a dataset; allowed: {', '.join(DATASETS)}{closest(cfg.name, DATASETS)}")
+    entry = DATASETS[cfg.name]
+    for f in ("radius", "std", "n_modes", "dim", "noise", "scale", "path"):
+        if getattr(cfg, f) is not None and f not in entry.fields:
+            used = ", ".join(entry.fields) or "no parameters"
+            raise ConfigError(f"data.{f} = {getattr(cfg, f)!r} is not used by dataset {cfg.name!r} (it takes {used})")
+    if cfg.name == "npz":
+        if cfg.path is None:
+            raise ConfigError("data.path must name an .npz file for dataset 'npz'")
+        from pathlib import Path
+
+        if not Path(cfg.path).is_file():
+            raise ConfigError(f"data.path = {cfg.path!r}: no such file")
+
+
+def make_dataset(cfg) -> Dataset:
+    """Build the target described by a :class:`scoregan.config.DataConfig`."""
+    validate_data_config(cfg)
+    return DATASETS[cfg.name].factory(**_kwargs(cfg))
+
+
+__all__ = [
+    "ArrayDataset",
+    "DATASETS",
+    "DataFileError",
+    "Dataset",
+    "MixtureDataset",
+    "make_dataset",
+    "validate_data_config",
+    "digits_dataset",
+    "npz_dataset",
+    "eight_gaussians",
+    "grid_gaussians",
+    "nd_mixture",
+]

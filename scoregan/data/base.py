@@ -1,0 +1,74 @@
+"""The dataset interface every target distribution implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from scoregan._checks import check_int
+from scoregan.scores import GaussianMixture
+
+
+class Dataset(ABC):
+    """A target distribution on R^dim that can be sampled deterministically.
+
+    ``sample(n, generator)`` returns an (n, dim) float32 tensor on the CPU, drawn only from
+    ``generator`` (a CPU ``torch.Generator``), so runs are reproducible on any device.
+    ``mixture`` is the exact :class:`~scoregan.scores.GaussianMixture` when the target is one
+    (then log-density, score and mode statistics are available in closed form), else ``None``.
+    """
+
+    name: str = "dataset"
+    dim: int
+    mixture: GaussianMixture | None = None
+
+    @abstractmethod
+    def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor: ...
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        check_int("n", n, minimum=1)
+        return self._sample(n, generator).to(torch.float32)
+
+    def params(self) -> dict:
+        """The parameters that define this target (for run directories and tables)."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class MixtureDataset(Dataset):
+    """A target that is exactly a Gaussian mixture."""
+
+    def __init__(self, name: str, mixture: GaussianMixture, params: dict):
+        self.name = name
+        self.mixture = mixture
+        self.dim = mixture.dim
+        self._params = params
+
+    def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        return self.mixture.sample(n, generator=generator)
+
+    def params(self) -> dict:
+        return dict(self._params)
+
+
+class ArrayDataset(Dataset):
+    """A finite set of points (N, dim), sampled uniformly with replacement."""
+
+    def __init__(self, name: str, points: torch.Tensor, params: dict | None = None):
+        if points.ndim != 2 or points.shape[0] < 2:
+            raise ValueError(f"{name}: expected an array of shape (N, d) with N >= 2, got {tuple(points.shape)}")
+        self.name = name
+        self.points = points.to(torch.float32).contiguous()
+        self.dim = points.shape[1]
+        self._params = params or {}
+
+    def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        idx = torch.randint(0, self.points.shape[0], (n,), generator=generator)
+        return self.points[idx]
+
+    def params(self) -> dict:
+        return {**self._params, "n_points": self.points.shape[0]}

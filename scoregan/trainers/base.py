@@ -1,0 +1,121 @@
+"""The update-rule interface: what a trainer variant supplies to the one loop.
+
+A variant builds its networks and optimisers, then performs one training step at a time from a
+:class:`StepContext` (which hands out real batches and latents from the loop's seeded generators).
+Everything else (seeding, devices, checkpoints, logging, evaluation, figures, progress, callbacks)
+belongs to :class:`scoregan.trainers.loop.Trainer` and is written once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from scoregan.config import ExperimentConfig, TrainerConfig
+from scoregan.data import Dataset
+
+
+@dataclass
+class StepContext:
+    """What a step may draw from: real batches and latents, each from its own seeded generator.
+
+    ``real(n)`` draws ``n`` (default ``batch_size``) target samples on the CPU generator
+    ``data_rng`` and moves them to the run's device and dtype; ``normal(n, d)`` draws standard
+    normal noise on ``noise_rng`` (a generator on the run's device).
+    """
+
+    step: int
+    batch_size: int
+    data: Dataset
+    data_rng: torch.Generator
+    noise_rng: torch.Generator
+    device: torch.device
+    dtype: torch.dtype
+
+    def real(self, n: int | None = None) -> torch.Tensor:
+        x = self.data.sample(n or self.batch_size, generator=self.data_rng)
+        return x.to(device=self.device, dtype=self.dtype)
+
+    def normal(self, n: int, d: int) -> torch.Tensor:
+        return torch.randn(n, d, generator=self.noise_rng, device=self.device, dtype=self.dtype)
+
+
+class UpdateRule(ABC):
+    """A trainer variant. Subclasses set ``name`` and ``Config`` and implement :meth:`build`,
+    :meth:`step` and :meth:`sample`; networks and optimisers registered with :meth:`add_module`
+    and :meth:`add_optimizer` are checkpointed and moved to the device by the base class."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[TrainerConfig]]
+
+    def __init__(self, cfg: ExperimentConfig, data: Dataset, device: torch.device, dtype: torch.dtype):
+        self.cfg = cfg
+        self.tcfg = cfg.trainer
+        self.data = data
+        self.device = device
+        self.dtype = dtype
+        self.modules: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    # -- to implement --------------------------------------------------------------------------
+    @abstractmethod
+    def build(self) -> None:
+        """Create networks and optimisers (called once, after the global seed is set)."""
+
+    @abstractmethod
+    def step(self, ctx: StepContext) -> dict[str, float]:
+        """One training step (one generator update); returns scalar losses for logging."""
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` generated samples (n, d), drawn from ``generator`` only, without gradients."""
+
+    # -- shared --------------------------------------------------------------------------------
+    def add_module(self, name: str, module: nn.Module) -> nn.Module:
+        module = module.to(device=self.device, dtype=self.dtype)
+        self.modules[name] = module
+        return module
+
+    def add_optimizer(self, name: str, opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        self.optimizers[name] = opt
+        return opt
+
+    def adam(self, params, lr: float) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+
+    def clip(self, module: nn.Module) -> None:
+        if self.cfg.optim.grad_clip is not None:
+            nn.utils.clip_grad_norm_(module.parameters(), self.cfg.optim.grad_clip)
+
+    def extra_state(self) -> dict[str, Any]:
+        """Anything beyond modules and optimisers that a resume needs (tensors and plain data)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = set(self.modules) ^ set(state["modules"])
+        if missing:
+            raise ValueError(f"checkpoint networks {sorted(state['modules'])} do not match this trainer's {sorted(self.modules)}")
+        for k, m in self.modules.items():
+            m.load_state_dict(state["modules"][k])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.load_extra_state(state.get("extra", {}))
+
+    def train(self, mode: bool = True) -> None:
+        for m in self.modules.values():
+            m.train(mode)

@@ -1,0 +1,187 @@
+"""The one training loop every trainer variant runs in.
+
+Seeding, device and dtype, the progress bar, logging (metrics.jsonl + wandb), periodic evaluation
+and figures, atomic checkpoints with every RNG state, exact resume and callbacks live here once;
+a variant supplies only its :class:`~scoregan.trainers.base.UpdateRule`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from scoregan.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from scoregan.config import ExperimentConfig, dump_config, to_dict
+from scoregan.data import make_dataset
+from scoregan.evaluation import evaluate_generator
+from scoregan.plotting import plot_curves, plot_samples
+from scoregan.tracking import Tracker, read_metrics
+from scoregan.trainers.base import StepContext, UpdateRule
+from scoregan.trainers.callbacks import Callback
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device = {name!r}: CUDA is not available on this machine")
+    return dev
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    step: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+class Trainer:
+    """Train ``cfg`` into ``run_dir``; ``resume=True`` continues from ``run_dir``'s last checkpoint.
+
+    On the CPU a resumed run is bit-identical to an uninterrupted one: the checkpoint holds the
+    networks, the optimisers, the rule's extra state, the callbacks' states and every RNG state,
+    and the data, noise and evaluation draws each come from their own generator.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False,
+                 callbacks: list[Callback] | None = None):
+        from scoregan.trainers import get_rule
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.callbacks = list(callbacks or [])
+        self.device = resolve_device(cfg.train.device)
+        self.dtype = getattr(torch, cfg.train.dtype)
+        ckpt = None
+        if resume:
+            ckpt = load_checkpoint(self.run_dir / CHECKPOINT)  # fail before building anything
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "figures").mkdir(exist_ok=True)
+        dump_config(cfg, self.run_dir / "config.yaml")
+
+        seed = cfg.train.seed
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        self.data = make_dataset(cfg.data)
+        self.rule: UpdateRule = get_rule(cfg.trainer.name)(cfg, self.data, self.device, self.dtype)
+        self.rule.build()
+        self.data_rng = torch.Generator().manual_seed(seed + 1)
+        self.noise_rng = torch.Generator(device=self.device).manual_seed(seed + 2)
+        self.step = 0
+        self.should_stop = False
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.tracker = Tracker(cfg, self.run_dir, resume_step=self.step if ckpt is not None else None)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"data": self.data_rng, "noise": self.noise_rng}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "step": self.step,
+            "trainer": self.cfg.trainer.name,
+            "config": to_dict(self.cfg),
+            "rule": self.rule.state_dict(),
+            "rng": rng_state(self._generators()),
+            "callbacks": {type(c).__name__ + f"_{i}": c.state_dict() for i, c in enumerate(self.callbacks)},
+        }
+
+    def save_checkpoint(self, name: str = "last") -> Path:
+        path = self.run_dir / "checkpoints" / f"{name}.pt"
+        save_atomic(self.checkpoint_state(), path)
+        return path
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        if ckpt.get("trainer") != self.cfg.trainer.name:
+            raise ValueError(f"--resume: the checkpoint was written by trainer {ckpt.get('trainer')!r}, "
+                             f"but the config asks for {self.cfg.trainer.name!r}")
+        self.rule.load_state_dict(_to_device(ckpt["rule"], self.device))
+        set_rng_state(ckpt["rng"], self._generators())
+        for i, c in enumerate(self.callbacks):
+            key = type(c).__name__ + f"_{i}"
+            if key in ckpt.get("callbacks", {}):
+                c.load_state_dict(ckpt["callbacks"][key])
+        self.step = int(ckpt["step"])
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, *, figure: bool = True, tag: str | None = None) -> dict[str, Any]:
+        """Metrics of ``eval.n_samples`` generated samples against fresh target samples; a figure."""
+        self.rule.train(False)
+        e = self.cfg.eval
+        metrics, samples, reference = evaluate_generator(self.rule.sample, self.data, n=e.n_samples, seed=e.seed,
+                                                         device=self.device, dtype=self.dtype)
+        self.rule.train(True)
+        self.tracker.log(self.step, metrics, kind="eval")
+        if figure and e.figures:
+            tag = tag or f"step{self.step:07d}"
+            mix = self.data.mixture
+            img = (8, 8) if self.data.name == "digits" else None
+            title = f"{self.cfg.name} ({self.cfg.trainer.name}) step {self.step}"
+            path = plot_samples(samples, reference, self.run_dir / "figures" / f"samples_{tag}.png", title=title,
+                                means=None if mix is None else mix.means, image_shape=img)
+            self.tracker.log_figure(self.step, "samples", path)
+        for c in self.callbacks:
+            c.on_eval(self, metrics)
+        return metrics
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> FitResult:
+        t = self.cfg.train
+        for c in self.callbacks:
+            c.on_fit_start(self)
+        bar = tqdm(total=t.steps, initial=self.step, disable=not t.progress, desc=self.cfg.name,
+                   dynamic_ncols=True, leave=True)
+        start, metrics = time.perf_counter(), {}
+        self.rule.train(True)
+        try:
+            while self.step < t.steps and not self.should_stop:
+                self.step += 1
+                ctx = StepContext(self.step, t.batch_size, self.data, self.data_rng, self.noise_rng,
+                                  self.device, self.dtype)
+                logs = self.rule.step(ctx)
+                if self.step % t.log_every == 0:
+                    self.tracker.log(self.step, logs)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
+                bar.update(1)
+                for c in self.callbacks:
+                    c.on_step_end(self, logs)
+                last = self.step == t.steps or self.should_stop
+                if self.step % t.eval_every == 0 or last:
+                    metrics = self.evaluate(tag="final" if last else None)
+                if self.step % t.checkpoint_every == 0 or last:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        wall = time.perf_counter() - start
+        if self.cfg.eval.figures:
+            path = plot_curves(read_metrics(self.run_dir), self.run_dir / "figures" / "curves.png", title=self.cfg.name)
+            self.tracker.log_figure(self.step, "curves", path)
+        for c in self.callbacks:
+            c.on_fit_end(self)
+        self.tracker.summary({**metrics, "train_wall_s": wall})
+        self.tracker.close()
+        return FitResult(self.run_dir, self.step, metrics, stopped_early=self.step < t.steps)
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    return obj
