@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ class Tracker:
     def close(self) -> None:
         self._file.close()
         if self.wandb is not None:
-            self._safe(lambda: self.wandb.finish(quiet=True))
+            self._safe(lambda: self.wandb.finish())
             self.wandb = None
 
     def _safe(self, fn) -> None:
@@ -106,7 +107,7 @@ def _start_wandb(cfg: ExperimentConfig, run_dir: Path, *, resume: bool):
         warnings.warn(f"wandb is not importable ({exc}); tracking with metrics.jsonl only")
         return None
     id_file = run_dir / "wandb_id.txt"
-    run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
     id_file.write_text(run_id)
     kw = dict(project=cfg.tracking.project, entity=cfg.tracking.entity, name=run_dir.name, id=run_id,
               dir=str(run_dir), config=to_dict(cfg), tags=list(cfg.tracking.tags), resume="allow")

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from scoregan.config import TrainerConfig, spec
 from scoregan.models import Discriminator, Generator
+from scoregan.objectives import Divergence, GeneratorLoss, divergence, generator_loss
 from scoregan.trainers.base import StepContext, UpdateRule
 
 
@@ -89,16 +89,38 @@ class AdversarialRule(UpdateRule):
         return self.G(z)
 
 
-class NSGAN(AdversarialRule):
-    """Non-saturating SGAN: D by logistic loss; G minimises E softplus(−D(G(z))) = −E log σ(D(G(z)))."""
+def fgan_discriminator_loss(div: Divergence, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+    """−(E_d T(x) − E_g f*(T(x))) with T = activation(v): the variational lower bound of D_f, negated.
 
-    name = "nsgan"
+    The raw output v estimates log r at the optimum. For ``sgan`` this is the logistic loss
+    E_d softplus(−v) + E_g softplus(v).
+    """
+    return -div.activation(real_out).mean() + div.f_star_of_activation(fake_out).mean()
+
+
+class FGANRule(AdversarialRule):
+    """An f-GAN: the discriminator maximises the variational bound of ``divergence``; the generator
+    minimises ``loss`` of the discriminator output (both from :mod:`scoregan.objectives`)."""
+
+    divergence_name: str = "sgan"
+    loss_name: str = "non_saturating"
+
+    def build(self) -> None:
+        super().build()
+        self.div: Divergence = divergence(self.divergence_name)
+        self.loss: GeneratorLoss = generator_loss(self.loss_name)
 
     def d_loss(self, real_out, fake_out):
-        return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
+        return fgan_discriminator_loss(self.div, real_out, fake_out)
 
     def g_loss(self, fake_out):
-        return F.softplus(-fake_out).mean()
+        return self.loss.of_log_ratio(fake_out, self.div).mean()
+
+
+class NSGAN(FGANRule):
+    """Non-saturating SGAN: D by the logistic loss; G minimises E softplus(−v(G(z))) = −E log σ(v)."""
+
+    name = "nsgan"
 
 
 @dataclass
