@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -24,3 +25,12 @@ TINY = [
 def tiny_overrides():
     """Overrides that make any toy config train in a fraction of a second per 10 steps."""
     return list(TINY)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Small tensors on a 2-core CI machine run much faster on one intra-op thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,0 +1,174 @@
+"""The unified variational module: every GAN objective as a velocity field on generated particles.
+
+DESIGN.md §1, written once. p_d is the data density, p_g the generator's, r = p_d/p_g,
+s_d = ∇ log p_d, s_g = ∇ log p_g. A generator x = G(z) trained by gradient descent moves each sample
+along a velocity v(x); trainers regress G(z) onto ``flow_target(x, v, η)`` = x + η v.
+
+f-GANs (divergence f, generator loss ℓ_G acting on T = f'(e^v), v ≈ log r the raw discriminator output):
+
+    v(x) = −∇ₓ ℓ_G(T(x)) = w(r(x)) · (s_d(x) − s_g(x)),     w(r) = −d/du ℓ_G(f'(e^u)) |_{u = log r}
+
+  (``fgan_velocity`` in score form, ``fgan_velocity_from_discriminator`` in discriminator form;
+  w for each pair in scoregan.objectives.generator_losses and docs/theory.md.)
+
+IPM-GANs (kernel k, optimal discriminator the witness D̂ = Σ_j a_j k(·, y_j) of the two samples):
+
+    v(x) = ∇ₓ D̂(x) ≈ (κ * (p_d s_d))(x) − (κ * (p_g s_g))(x)
+
+  (``ipm_velocity`` from the witness gradient, ``smoothed_score_difference`` from scores; the two
+  agree in expectation for translation-invariant kernels, by integration by parts.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from scoregan._checks import check_matrix, check_positive
+from scoregan.objectives.divergences import Divergence, as_divergence
+from scoregan.objectives.generator_losses import GeneratorLoss, as_generator_loss
+
+__all__ = [
+    "weight",
+    "weight_autograd",
+    "fgan_velocity",
+    "fgan_velocity_from_discriminator",
+    "ipm_velocity",
+    "ipm_witness",
+    "smoothed_score_difference",
+    "flow_target",
+]
+
+
+def _check_vector(name: str, t: Any, n: int | None = None) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or t.ndim != 1:
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name} must be a 1-D tensor of shape (N,), got {shape}")
+    if n is not None and t.shape[0] != n:
+        raise ValueError(f"{name} has {t.shape[0]} entries but {n} were expected")
+    return t
+
+
+# ---------------------------------------------------------------------------------------- f-GANs
+def weight(divergence: str | Divergence, generator_loss: str | GeneratorLoss, log_r: torch.Tensor) -> torch.Tensor:
+    """w(r) at u = log r (any shape, same shape out), in closed form for the (f, ℓ_G) pair."""
+    div = as_divergence(divergence)
+    loss = as_generator_loss(generator_loss)
+    return loss.weight(log_r, div)
+
+
+def weight_autograd(divergence: str | Divergence, generator_loss: str | GeneratorLoss, log_r: torch.Tensor,
+                    *, through_activation: bool = False) -> torch.Tensor:
+    """w(r) = −d/du ℓ_G(T*(e^u)) at u = log r by autograd, for any pair (checks the closed forms).
+
+    By default ℓ_G(T*(e^u)) is ``generator_loss.of_log_ratio(u)``; with ``through_activation=True`` it
+    is ``generator_loss(divergence.activation(u))``, the literal composition (which loses precision
+    where T* crowds the edge of its domain, e.g. Pearson as r → 0, Neyman as r → ∞).
+    """
+    div = as_divergence(divergence)
+    loss = as_generator_loss(generator_loss)
+    with torch.enable_grad():
+        u = log_r.detach().clone().requires_grad_(True)
+        ell = loss(div.activation(u), div) if through_activation else loss.of_log_ratio(u, div)
+        (grad,) = torch.autograd.grad(ell.sum(), u)
+    return -grad
+
+
+def fgan_velocity(score_d: torch.Tensor, score_g: torch.Tensor, log_r: torch.Tensor,
+                  divergence: str | Divergence, generator_loss: str | GeneratorLoss) -> torch.Tensor:
+    """Score form: v = w(r) (s_d − s_g) as (N, d), from s_d, s_g (N, d) and log r (N,)."""
+    check_matrix("score_d", score_d)
+    check_matrix("score_g", score_g, dim=score_d.shape[1])
+    if score_g.shape[0] != score_d.shape[0]:
+        raise ValueError(f"score_g has {score_g.shape[0]} rows but score_d has {score_d.shape[0]}")
+    _check_vector("log_r", log_r, score_d.shape[0])
+    return weight(divergence, generator_loss, log_r)[:, None] * (score_d - score_g)
+
+
+def fgan_velocity_from_discriminator(x: torch.Tensor, discriminator: Callable[[torch.Tensor], torch.Tensor],
+                                     divergence: str | Divergence, generator_loss: str | GeneratorLoss,
+                                     *, create_graph: bool = False) -> torch.Tensor:
+    """Discriminator form: v = −∇ₓ ℓ_G(T(x)) as (N, d), T = divergence.activation(discriminator(x)).
+
+    ``discriminator`` maps x (N, d) to its raw output (N,) or (N, 1), which estimates log r. The loss is
+    evaluated as ``generator_loss.of_log_ratio(raw)`` (= ℓ_G(T), stably). Gradients flow to x only;
+    no graph is kept unless ``create_graph=True`` (then x's own graph is kept if it has one).
+    """
+    check_matrix("x", x)
+    div = as_divergence(divergence)
+    loss = as_generator_loss(generator_loss)
+    with torch.enable_grad():
+        xg = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
+        raw = discriminator(xg)
+        if raw.ndim == 2 and raw.shape[1] == 1:
+            raw = raw[:, 0]
+        _check_vector("discriminator(x)", raw, x.shape[0])
+        (grad,) = torch.autograd.grad(loss.of_log_ratio(raw, div).sum(), xg, create_graph=create_graph)
+    return -grad
+
+
+# ---------------------------------------------------------------------------------------- IPM-GANs
+def _signed_centres(data: torch.Tensor, generated: torch.Tensor, data_weights: torch.Tensor | None,
+                    generated_weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres (M_d + M_g, d) and witness coefficients a: +data weights, −generated weights."""
+    check_matrix("data", data)
+    check_matrix("generated", generated, dim=data.shape[1])
+
+    def coeffs(name: str, w: torch.Tensor | None, pts: torch.Tensor) -> torch.Tensor:
+        if w is None:
+            return torch.full((pts.shape[0],), 1.0 / pts.shape[0], dtype=pts.dtype, device=pts.device)
+        _check_vector(name, w, pts.shape[0])
+        check_positive(name, w, allow_zero=True)
+        return w.to(dtype=pts.dtype)
+
+    a_d = coeffs("data_weights", data_weights, data)
+    a_g = coeffs("generated_weights", generated_weights, generated)
+    return torch.cat([data, generated]), torch.cat([a_d, -a_g])
+
+
+def ipm_witness(x: torch.Tensor, kernel: Any, data: torch.Tensor, generated: torch.Tensor,
+                data_weights: torch.Tensor | None = None, generated_weights: torch.Tensor | None = None,
+                **witness_kwargs: Any) -> torch.Tensor:
+    """D̂(x) = Σ_j a_j k(x, y_j) as (N,), a = +1/M_d on data, −1/M_g on generated (or the given weights)."""
+    check_matrix("x", x, dim=data.shape[1] if isinstance(data, torch.Tensor) and data.ndim == 2 else None)
+    centres, a = _signed_centres(data, generated, data_weights, generated_weights)
+    return kernel.witness(x, centres, a, **witness_kwargs)
+
+
+def ipm_velocity(x: torch.Tensor, kernel: Any, data: torch.Tensor, generated: torch.Tensor,
+                 data_weights: torch.Tensor | None = None, generated_weights: torch.Tensor | None = None,
+                 **witness_kwargs: Any) -> torch.Tensor:
+    """v(x) = ∇ₓ D̂(x) as (N, d) for x (N, d), data (M_d, d), generated (M_g, d).
+
+    D̂ = Σ_j a_j k(·, y_j) over the concatenated centres; weights (non-negative, (M_d,) and (M_g,))
+    default to uniform 1/M, the generated ones entering with a minus sign. ``witness_kwargs`` go to
+    ``kernel.witness_grad`` (e.g. chunking options).
+    """
+    check_matrix("x", x, dim=data.shape[1] if isinstance(data, torch.Tensor) and data.ndim == 2 else None)
+    centres, a = _signed_centres(data, generated, data_weights, generated_weights)
+    return kernel.witness_grad(x, centres, a, **witness_kwargs)
+
+
+def smoothed_score_difference(x: torch.Tensor, kernel_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                              data: torch.Tensor, score_d: torch.Tensor, generated: torch.Tensor,
+                              score_g: torch.Tensor) -> torch.Tensor:
+    """Score form of the IPM velocity, (κ*(p_d s_d))(x) − (κ*(p_g s_g))(x), as (N, d).
+
+    Monte Carlo from samples with their scores: mean_j κ(x, y_j) s_d(y_j) − mean_j κ(x, y'_j) s_g(y'_j),
+    with ``kernel_fn(x, y)`` the (N, M) kernel matrix; data, score_d (M_d, d); generated, score_g (M_g, d).
+    """
+    check_matrix("x", x)
+    d = x.shape[1]
+    for name, t in (("data", data), ("score_d", score_d), ("generated", generated), ("score_g", score_g)):
+        check_matrix(name, t, dim=d)
+    if score_d.shape[0] != data.shape[0] or score_g.shape[0] != generated.shape[0]:
+        raise ValueError("score_d and score_g must have one row per row of data and generated respectively")
+    return kernel_fn(x, data) @ score_d / data.shape[0] - kernel_fn(x, generated) @ score_g / generated.shape[0]
+
+
+# ---------------------------------------------------------------------------------------- targets
+def flow_target(x: torch.Tensor, velocity: torch.Tensor, step_size: float) -> torch.Tensor:
+    """The regression target (x + η v).detach(), (N, d): generators are trained to output it."""
+    return (x + step_size * velocity).detach()
