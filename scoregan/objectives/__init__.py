@@ -4,13 +4,16 @@
 factories; the classes behind them are exported for type hints and subclassing.
 """
 
-from scoregan.objectives.divergences import DIVERGENCES, Divergence, divergence
-from scoregan.objectives.generator_losses import GENERATOR_LOSSES, GeneratorLoss, generator_loss
-from scoregan.objectives.kernels import KERNELS, Kernel, RadialKernel, kernel
+from scoregan.objectives.divergences import DIVERGENCES, Divergence, as_divergence, divergence
+from scoregan.objectives.generator_losses import GENERATOR_LOSSES, GeneratorLoss, as_generator_loss, generator_loss
+from scoregan.objectives.kernels import KERNELS, FusedSpec, Kernel, RadialKernel, kernel
 
 __all__ = [
     "DIVERGENCES",
     "Divergence",
+    "as_divergence",
+    "as_generator_loss",
+    "FusedSpec",
     "divergence",
     "GENERATOR_LOSSES",
     "GeneratorLoss",
