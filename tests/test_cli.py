@@ -64,7 +64,7 @@ def test_sample_writes_npz_and_figure(run_dir, tmp_path, capsys):
     (["train", NSGAN, "--set", "train.step=10"], "did you mean 'train.steps'"),
     (["train", NSGAN, "--set", "train.batch_size=-4"], "train.batch_size = -4"),
     (["train", "configs/nope.yaml"], "configs/nope.yaml"),
-    (["train", NSGAN, "--set", "data.name=npz", "--set", "data.path=/no/such/file.npz"], "/no/such/file.npz"),
+    (["train", "--set", "data.name=npz", "--set", "data.path=/no/such/file.npz"], "/no/such/file.npz"),
     (["eval", "/no/such/run"], "/no/such/run"),
 ])
 def test_errors_are_one_clear_line(args, fragment):

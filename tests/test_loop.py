@@ -137,3 +137,12 @@ def test_registered_rules_have_typed_configs():
     for name, rule in TRAINERS.items():
         cfg = load_config(None, [f"trainer.name={name}"])
         assert isinstance(cfg.trainer, rule.Config)
+
+
+def test_a_fresh_run_never_overwrites_an_existing_one(tmp_path, tiny_overrides):
+    cfg = _cfg("nsgan", tiny_overrides, "train.steps=2")
+    Trainer(cfg, tmp_path).fit()
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="already holds a run: continue it with --resume"):
+        Trainer(cfg, tmp_path)
+    assert (tmp_path / "metrics.jsonl").read_text() == before

@@ -66,6 +66,9 @@ class Trainer:
         ckpt = None
         if resume:
             ckpt = load_checkpoint(self.run_dir / CHECKPOINT)  # fail before building anything
+        elif (self.run_dir / "metrics.jsonl").exists() or (self.run_dir / CHECKPOINT).exists():
+            raise ValueError(f"run directory {str(self.run_dir)!r} already holds a run: continue it with "
+                             f"--resume {self.run_dir}, or choose another --run-dir")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "figures").mkdir(exist_ok=True)
         dump_config(cfg, self.run_dir / "config.yaml")
