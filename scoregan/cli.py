@@ -72,7 +72,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         from scoregan.sampling.from_run import langevin_from_run
 
         report = langevin_from_run(a.run_dir, n=a.n, steps=a.steps, step_size=a.step_size,
-                                   guidance_scale=a.guidance_scale, space=a.space, seed=a.seed, out=a.out)
+                                   guidance_scale=a.guidance_scale, space=a.space, seed=a.seed, out=a.out,
+                                   mala=a.mala)
         print(_metrics_table({k: v for k, v in report.items() if isinstance(v, (int, float, str))}))
         return 0
     x = api.sample(a.run_dir, n=a.n, out=a.out, seed=a.seed)
@@ -117,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--langevin", action="store_true", help="refine with discriminator-guided Langevin dynamics")
     lg.add_argument("--space", choices=("latent", "data"), default="latent", help="where the chain runs")
     lg.add_argument("--steps", type=int, default=100, help="Langevin steps")
-    lg.add_argument("--step-size", type=float, default=1e-2, help="Langevin step size η")
+    lg.add_argument("--step-size", type=float, default=1e-2,
+                    help="Langevin step size η (latent space: absolute; data space: relative, η = step_size·h² "
+                         "with h the bandwidth of the generator's kernel density estimate)")
+    lg.add_argument("--mala", action="store_true", help="Metropolis-adjusted steps (exact stationary law)")
     lg.add_argument("--guidance-scale", type=float, default=1.0, help="weight λ of the discriminator guidance")
     s.set_defaults(fn=_cmd_sample)
     return p

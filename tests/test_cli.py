@@ -84,3 +84,12 @@ def test_corrupted_checkpoint_via_cli(run_dir, tmp_path):
     r = _run("eval", str(broken))
     assert r.returncode == 2 and "last.pt" in r.stderr and "corrupted or truncated" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_sample_langevin_refines_with_the_discriminator(run_dir, tmp_path, capsys):
+    out = tmp_path / "g.npz"
+    assert main(["sample", str(run_dir), "--n", "64", "--out", str(out), "--langevin", "--steps", "5",
+                 "--step-size", "0.01"]) == 0
+    f = np.load(out)
+    assert f["x"].shape == (64, 2) and np.isfinite(f["x"]).all()
+    assert not np.allclose(f["x"], f["x0"])  # the chain moved the generator's samples
