@@ -492,8 +492,9 @@ def test_bad_arguments_name_the_argument():
                                                                   torch.randn(4, 256).double())).all()
     with pytest.raises(ValueError, match="resolve"):
         kernel("gaussian", bandwidth="median").profile(torch.ones(3))
-    assert set(KERNELS) == {"gaussian", "imq", "laplace", "energy", "polyharmonic", "coulomb"}
-    assert all(isinstance(kernel(n, **({"eps": 1.0} if n == "coulomb" else {})), RadialKernel) for n in KERNELS)
+    radial = {"gaussian", "imq", "laplace", "energy", "polyharmonic", "coulomb"}
+    assert set(KERNELS) == radial | {"ntk"}
+    assert all(isinstance(kernel(n, **({"eps": 1.0} if n == "coulomb" else {})), RadialKernel) for n in radial)
 
 
 def test_triton_backend_without_fused_module_is_a_clear_error(monkeypatch):

@@ -819,7 +819,7 @@ _KERNEL_CLASSES: dict[str, type[RadialKernel]] = {
     "polyharmonic": PolyharmonicKernel,
     "coulomb": CoulombKernel,
 }
-KERNELS: tuple[str, ...] = tuple(_KERNEL_CLASSES)
+KERNELS: tuple[str, ...] = (*_KERNEL_CLASSES, "ntk")
 
 _KERNEL_PARAMS: dict[str, tuple[str, ...]] = {
     "gaussian": ("bandwidth", "scale_weights"),
@@ -828,6 +828,7 @@ _KERNEL_PARAMS: dict[str, tuple[str, ...]] = {
     "energy": (),
     "polyharmonic": ("order", "dim", "eps"),
     "coulomb": ("dim", "eps"),
+    "ntk": ("depth", "activation", "weight_std", "bias_std", "negative_slope", "kind", "method"),
 }
 
 
@@ -837,6 +838,9 @@ def kernel(name: str, **params: Any) -> Kernel:
     gaussian(bandwidth=1.0 | "median" | [h_1, ...], scale_weights=None), imq(c=1.0, beta=-0.5),
     laplace(bandwidth=1.0), energy(), polyharmonic(order=1, dim=None, eps=0.0),
     coulomb(dim=None, eps). dim=None means the data dimension at call time.
+    ntk(depth=3, activation="relu", weight_std=1.0, bias_std=0.0, kind="ntk" | "nngp"): the
+    infinite-width neural tangent kernel of a fully connected network
+    (:class:`scoregan.diagnostics.ntk.NTKKernel`).
     """
     check_choice("name", name, KERNELS)
     allowed = _KERNEL_PARAMS[name]
@@ -846,4 +850,8 @@ def kernel(name: str, **params: Any) -> Kernel:
             raise ValueError(
                 f"{key}={params[key]!r} is not a parameter of kernel {name!r}; allowed: {shown}" + closest(key, allowed)
             )
+    if name == "ntk":  # lives with the NTK toolkit; imported lazily (it needs nothing from here at import)
+        from scoregan.diagnostics.ntk import NTKKernel
+
+        return NTKKernel(**params)
     return _KERNEL_CLASSES[name](**params)
