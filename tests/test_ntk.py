@@ -1,0 +1,430 @@
+"""Neural tangent kernels (scoregan.diagnostics.ntk): infinite-width closed forms and quadrature
+against independent references, the empirical NTK against explicit Jacobians and its convergence to
+the infinite-width kernel, the NTK as a kernel of the core, the subgradient at x = y, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from scoregan.diagnostics.ntk import (
+    ACTIVATIONS,
+    NTKMLP,
+    NTKKernel,
+    dual_activation,
+    empirical_ntk,
+    infinite_ntk,
+)
+from scoregan.objectives import kernels as K
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def points(n: int, d: int, seed: int, dtype=F64) -> torch.Tensor:
+    return torch.randn(n, d, generator=gen(seed), dtype=dtype)
+
+
+# ------------------------------------------------------------------ independent references
+
+
+def _reference_relu_like(x, y, depth, w_std, b_std, slope):
+    """Per-pair scalar loop (math module) of the leaky-ReLU NTK/NNGP recursion, written from the
+    arc-cosine kernels in their indicator form: E[φ'φ'] = (1 + s²)(π − θ)/(2π) + 2s θ/(2π),
+    E[φφ] = (1 − s)² k₁ + s c with k₁ = √(ab)(sin θ + (π − θ) cos θ)/(2π)."""
+    n, d = x.shape
+    m = y.shape[0]
+    ntk = torch.empty(n, m, dtype=F64)
+    nngp = torch.empty(n, m, dtype=F64)
+    for i in range(n):
+        for j in range(m):
+            xi, yj = x[i].tolist(), y[j].tolist()
+            a = w_std**2 * sum(v * v for v in xi) / d + b_std**2
+            b = w_std**2 * sum(v * v for v in yj) / d + b_std**2
+            c = w_std**2 * sum(u * v for u, v in zip(xi, yj)) / d + b_std**2
+            theta_ntk = c
+            for _ in range(depth):
+                cos = max(-1.0, min(1.0, c / math.sqrt(a * b)))
+                th = math.acos(cos)
+                k1 = math.sqrt(a * b) * (math.sin(th) + (math.pi - th) * cos) / (2 * math.pi)
+                ephi = (1 - slope) ** 2 * k1 + slope * c
+                edphi = (1 + slope**2) * (math.pi - th) / (2 * math.pi) + 2 * slope * th / (2 * math.pi)
+                a = w_std**2 * (1 + slope**2) / 2 * a + b_std**2
+                b = w_std**2 * (1 + slope**2) / 2 * b + b_std**2
+                c = w_std**2 * ephi + b_std**2
+                theta_ntk = c + w_std**2 * edphi * theta_ntk
+            ntk[i, j], nngp[i, j] = theta_ntk, c
+    return ntk, nngp
+
+
+def _scipy_dual(name, a, b, c):
+    """E[φ(u)φ(v)] by nested adaptive scipy quadrature in Cholesky coordinates."""
+    import numpy as np
+    from scipy import integrate, special
+
+    phi = {"tanh": np.tanh, "sigmoid": special.expit, "softplus": lambda z: np.logaddexp(0.0, z),
+           "gelu": lambda z: z * special.ndtr(z)}[name]
+    s = math.sqrt((a * b - c * c) / a)
+    dens = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    def inner(z1):
+        m = c / math.sqrt(a) * z1
+        return integrate.quad(lambda z2: phi(m + s * z2) * dens(z2), -10, 10, epsabs=1e-12, epsrel=1e-12)[0]
+
+    return integrate.quad(lambda z1: phi(math.sqrt(a) * z1) * inner(z1) * dens(z1), -10, 10,
+                          epsabs=1e-11, epsrel=1e-11)[0]
+
+
+# ------------------------------------------------------------------ infinite width
+
+
+def test_hand_computed_value():
+    """depth 1, ReLU, σ_w = 1, no bias, d = 1, x = y = 1: Σ¹ = 1, Σ² = E[relu(u)²] = 1/2,
+    Σ̇ = 1/2, Θ = Σ² + Σ̇ Σ¹ = 1."""
+    one = torch.ones(1, 1, dtype=F64)
+    ntk, nngp = infinite_ntk(one, one, depth=1, activation="relu")
+    assert ntk.item() == pytest.approx(1.0, abs=1e-14)
+    assert nngp.item() == pytest.approx(0.5, abs=1e-14)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("bias_std", [0.0, 0.7])
+@pytest.mark.parametrize("activation,slope", [("relu", 0.0), ("leaky_relu", 0.2)])
+def test_relu_closed_form_equals_arccos_reference(depth, bias_std, activation, slope):
+    x, y = points(4, 3, 1), points(3, 3, 2) * 1.5
+    ntk, nngp = infinite_ntk(x, y, depth=depth, activation=activation, weight_std=1.3, bias_std=bias_std,
+                             negative_slope=0.2)
+    ref_ntk, ref_nngp = _reference_relu_like(x, y, depth, 1.3, bias_std, slope)
+    torch.testing.assert_close(ntk, ref_ntk, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(nngp, ref_nngp, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("bias_std", [0.0, 0.7])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "erf"])
+def test_quadrature_equals_closed_forms(depth, bias_std, activation):
+    x, y = points(5, 3, 3), points(4, 3, 4)
+    kw = {"depth": depth, "activation": activation, "weight_std": 1.3, "bias_std": bias_std, "negative_slope": 0.2}
+    closed = infinite_ntk(x, y, method="closed_form", **kw)
+    quad = infinite_ntk(x, y, method="quadrature", **kw)
+    for c, q in zip(closed, quad):
+        assert (c - q).abs().max().item() <= 1e-6
+
+
+def test_erf_closed_form_against_scipy():
+    """Williams' erf formula, checked through Price's identity at one point by scipy (1-D)."""
+    from scipy import integrate, special
+
+    a = torch.tensor([0.8], dtype=F64)
+    nngp, dot = dual_activation(a, a, a, activation="erf")
+    ref = integrate.quad(lambda u: special.erf(u) ** 2 * math.exp(-u * u / 1.6) / math.sqrt(1.6 * math.pi),
+                         -20, 20, epsabs=1e-13)[0]
+    ref_dot = integrate.quad(lambda u: 4 / math.pi * math.exp(-2 * u * u) * math.exp(-u * u / 1.6)
+                             / math.sqrt(1.6 * math.pi), -20, 20, epsabs=1e-13)[0]
+    assert nngp.item() == pytest.approx(ref, abs=1e-11)
+    assert dot.item() == pytest.approx(ref_dot, abs=1e-11)
+
+
+@pytest.mark.parametrize("name,abc", [("tanh", (1.3, 0.7, 0.5)), ("sigmoid", (4.0, 2.5, -1.9)),
+                                      ("softplus", (2.0, 3.0, 2.2)), ("gelu", (9.0, 5.0, 6.0))])
+def test_quadrature_smooth_activations_against_scipy(name, abc):
+    a, b, c = (torch.tensor([v], dtype=F64) for v in abc)
+    nngp, _ = dual_activation(a, b, c, activation=name)
+    ref = _scipy_dual(name, *abc)
+    assert abs(nngp.item() - ref) <= 1e-7 * max(1.0, abs(ref))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_price_identity_dE_dc_is_derivative_dual(activation):
+    """∂E[φ(u)φ(v)]/∂c = E[φ'(u)φ'(v)] (Price's theorem), autograd against the computed dual."""
+    g = gen(5)
+    a = 0.3 + 2.0 * torch.rand(6, generator=g, dtype=F64)
+    b = 0.3 + 2.0 * torch.rand(6, generator=g, dtype=F64)
+    c = ((2 * torch.rand(6, generator=g, dtype=F64) - 1) * 0.95 * (a * b).sqrt()).requires_grad_(True)
+    nngp, dot = dual_activation(a, b, c, activation=activation, negative_slope=0.2)
+    (dc,) = torch.autograd.grad(nngp.sum(), c)
+    tol = 1e-12 if activation in ("relu", "leaky_relu", "erf") else 1e-6
+    torch.testing.assert_close(dc, dot, rtol=tol, atol=tol)
+
+
+def test_bias_free_relu_is_positively_homogeneous():
+    """No biases: k(λx, y) = λ k(x, y) for λ > 0 (Θ, Σ are 1-homogeneous in each argument)."""
+    x, y = points(4, 2, 6), points(5, 2, 7)
+    ntk, nngp = infinite_ntk(x, y, depth=3, activation="relu", weight_std=1.4)
+    ntk3, nngp3 = infinite_ntk(3.0 * x, y, depth=3, activation="relu", weight_std=1.4)
+    torch.testing.assert_close(ntk3, 3.0 * ntk, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(nngp3, 3.0 * nngp, rtol=1e-12, atol=1e-12)
+    ntk_b, _ = infinite_ntk(3.0 * x, y, depth=3, activation="relu", weight_std=1.4, bias_std=0.5)
+    assert (ntk_b - 3.0 * infinite_ntk(x, y, depth=3, activation="relu", weight_std=1.4,
+                                       bias_std=0.5)[0]).abs().max() > 1e-2
+
+
+# ------------------------------------------------------------------ empirical NTK
+
+
+def _explicit_ntk(model, x, y):
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def jac(z):
+        rows = []
+        for i in range(z.shape[0]):
+            grads = torch.autograd.grad(model(z[i : i + 1]).sum(), params)
+            rows.append(torch.cat([g.reshape(-1) for g in grads]))
+        return torch.stack(rows)
+
+    return jac(x) @ jac(y).T
+
+
+@pytest.mark.parametrize("which", ["ntkmlp", "sequential"])
+def test_empirical_ntk_equals_explicit_jacobian_product(which):
+    torch.manual_seed(0)
+    if which == "ntkmlp":
+        model = NTKMLP(3, 16, 2, "tanh", weight_std=1.2, bias_std=0.4, generator=gen(8), dtype=F64)
+    else:
+        model = torch.nn.Sequential(torch.nn.Linear(3, 12), torch.nn.Softplus(), torch.nn.Linear(12, 1)).double()
+    x, y = points(5, 3, 9), points(4, 3, 10)
+    ref = _explicit_ntk(model, x, y)
+    torch.testing.assert_close(empirical_ntk(model, x, y), ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(empirical_ntk(model, x, y, chunk_size=2), ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(empirical_ntk(model, x), _explicit_ntk(model, x, x), rtol=1e-10, atol=1e-10)
+
+
+def test_ntkmlp_is_the_network_of_infinite_ntk():
+    """The NNGP is the covariance of f at initialisation: check Var f(x) by Monte Carlo over inits."""
+    x = points(2, 3, 11)
+    outs = torch.stack([NTKMLP(3, 256, 2, "relu", weight_std=1.4, bias_std=0.5, generator=gen(100 + s),
+                               dtype=F64)(x) for s in range(400)])
+    cov = outs.T @ outs / outs.shape[0]
+    _, nngp = infinite_ntk(x, x, depth=2, activation="relu", weight_std=1.4, bias_std=0.5)
+    # 400 draws: Monte Carlo error ~ √(2/400) ≈ 7 % of the variance, plus O(1/width).
+    assert ((cov - nngp).abs() / nngp.diagonal().max()).max() < 0.25
+
+
+def test_empirical_ntk_converges_to_infinite_width():
+    """Mean relative Frobenius error over initialisations falls like width^(−1/2): the fitted log–log
+    slope over widths 64, 256, 1024 must be ≤ −0.3 (theory −0.5), each error below the previous."""
+    x, y = points(6, 3, 12), points(5, 3, 13)
+    arch = {"depth": 2, "activation": "relu", "weight_std": math.sqrt(2), "bias_std": 0.5}
+    k_inf = infinite_ntk(x, y, **arch)[0]
+    widths, errors = [64, 256, 1024], []
+    for w in widths:
+        errs = [((empirical_ntk(NTKMLP(3, w, generator=gen(s), dtype=F64, **arch), x, y) - k_inf).norm()
+                 / k_inf.norm()).item() for s in range(6)]
+        errors.append(sum(errs) / len(errs))
+    lw, le = torch.log(torch.tensor(widths, dtype=F64)), torch.log(torch.tensor(errors, dtype=F64))
+    slope = (((lw - lw.mean()) * (le - le.mean())).sum() / ((lw - lw.mean()) ** 2).sum()).item()
+    assert errors[0] > errors[1] > errors[2]
+    assert slope <= -0.3, (errors, slope)
+    assert errors[-1] < 0.15
+
+
+# ------------------------------------------------------------------ the NTK as a kernel
+
+
+KERNEL_CASES = [
+    {"depth": 3, "activation": "relu", "weight_std": 1.4, "bias_std": 0.0},
+    {"depth": 3, "activation": "relu", "weight_std": 1.4, "bias_std": 0.6},
+    {"depth": 2, "activation": "leaky_relu", "negative_slope": 0.2, "bias_std": 0.3},
+    {"depth": 3, "activation": "erf", "bias_std": 0.5},
+    {"depth": 2, "activation": "relu", "bias_std": 0.5, "kind": "nngp"},
+]
+KIDS = ["relu", "relu+bias", "leaky", "erf", "nngp"]
+
+
+@pytest.mark.parametrize("params", KERNEL_CASES + [{"depth": 2, "activation": "tanh", "bias_std": 0.5}],
+                         ids=KIDS + ["tanh-quadrature"])
+def test_grad_x_is_autograd_of_values(params):
+    x, y = points(4, 2, 14), points(5, 2, 15) * 1.3
+    k = NTKKernel(**params)
+    jac = torch.autograd.functional.jacobian(lambda z: k(z, y), x)  # (N, M, N, d)
+    auto = torch.einsum("nmnd->nmd", jac)
+    analytic = k.grad_x(x, y)
+    assert analytic.shape == (4, 5, 2)
+    torch.testing.assert_close(analytic, auto, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("params", KERNEL_CASES, ids=KIDS)
+def test_witness_grad_is_weighted_sum_and_autograd_of_witness(params):
+    x, y = points(7, 2, 16), points(9, 2, 17) + 0.3
+    a = torch.randn(9, generator=gen(18), dtype=F64)
+    k = NTKKernel(**params)
+    wg = k.witness_grad(x, y, a)
+    torch.testing.assert_close(wg, torch.einsum("nmd,m->nd", k.grad_x(x, y), a), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(k.witness(x, y, a), k(x, y) @ a, rtol=1e-10, atol=1e-12)
+    xr = x.clone().requires_grad_(True)
+    (auto,) = torch.autograd.grad(k.witness(xr, y, a).sum(), xr)
+    torch.testing.assert_close(wg, auto, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(k.witness_grad(x, y), k.grad_x(x, y).mean(dim=1), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("params", KERNEL_CASES[1:4], ids=KIDS[1:4])
+@pytest.mark.parametrize("chunk_size", [1, 7, 16, 53, 1000])
+def test_chunked_equals_one_chunk_float32(params, chunk_size, monkeypatch):
+    x = torch.randn(37, 2, generator=gen(19)) * 1.5
+    y = torch.randn(53, 2, generator=gen(20))
+    a = torch.randn(53, generator=gen(21)) / 53
+    k = NTKKernel(**params)
+    ref_w, ref_g = k.witness(x, y, a), k.witness_grad(x, y, a)
+    scale_w, scale_g = ref_w.abs().max().item(), ref_g.abs().max().item()
+    for budget in (K._CHUNK_ELEMENTS, 64):  # 64: the queries are chunked as well
+        monkeypatch.setattr(K, "_CHUNK_ELEMENTS", budget)
+        w = k.witness(x, y, a, chunk_size=chunk_size)
+        g = k.witness_grad(x, y, a, chunk_size=chunk_size)
+        assert w.dtype == torch.float32 and g.dtype == torch.float32 and g.shape == (37, 2)
+        assert (w - ref_w).abs().max() <= 1e-6 * max(scale_w, 1.0)
+        assert (g - ref_g).abs().max() <= 1e-6 * max(scale_g, 1.0)
+
+
+def test_pair_chunks_of_the_gradient_path(monkeypatch):
+    """The per-pair autograd of witness_grad, split into chunks of pairs, gives the same result."""
+    import scoregan.diagnostics.ntk as ntk_module
+
+    x, y, a = points(6, 2, 22), points(7, 2, 23), torch.randn(7, generator=gen(24), dtype=F64)
+    k = NTKKernel(depth=2, activation="relu", bias_std=0.5)
+    ref = k.witness_grad(x, y, a)
+    monkeypatch.setattr(ntk_module, "_GRAD_ELEMENTS", 1)  # one pair per chunk
+    torch.testing.assert_close(k.witness_grad(x, y, a), ref, rtol=1e-12, atol=1e-13)
+
+
+def test_triton_backend_is_a_clear_error():
+    k = NTKKernel()
+    with pytest.raises(ValueError, match="backend='triton'.*no fused spec"):
+        k.witness_grad(points(3, 2, 25), points(4, 2, 26), backend="triton")
+    assert k.fused_spec(points(3, 2, 25), points(4, 2, 26)) is None
+
+
+def test_witness_grad_is_differentiable_when_x_requires_grad():
+    """Second order: ∂/∂x Σ ∇D(x) from witness_grad equals double autograd of the witness."""
+    x, y, a = points(5, 2, 27), points(6, 2, 28), torch.randn(6, generator=gen(29), dtype=F64)
+    for params in ({"depth": 2, "activation": "relu", "bias_std": 0.5}, {"depth": 2, "activation": "erf", "bias_std": 0.5}):
+        k = NTKKernel(**params)
+        xr = x.clone().requires_grad_(True)
+        (second,) = torch.autograd.grad(k.witness_grad(xr, y, a).sum(), xr)
+        xr2 = x.clone().requires_grad_(True)
+        (first,) = torch.autograd.grad(k.witness(xr2, y, a).sum(), xr2, create_graph=True)
+        (ref,) = torch.autograd.grad(first.sum(), xr2)
+        torch.testing.assert_close(second, ref, rtol=1e-9, atol=1e-11)
+
+
+def test_kernel_is_symmetric_psd_and_follows_dtype():
+    z = points(12, 3, 30)
+    k = NTKKernel(depth=3, activation="relu", bias_std=0.5)
+    gram = k(z, z)
+    torch.testing.assert_close(gram, gram.T, rtol=1e-12, atol=1e-12)
+    assert torch.linalg.eigvalsh(gram).min() > -1e-10 * gram.diagonal().max()
+    z32 = z.float()
+    assert k(z32, z32).dtype == torch.float32
+    assert k.grad_x(z32, z32).dtype == torch.float32
+    assert k.witness_grad(z32, z32).dtype == torch.float32
+    torch.testing.assert_close(k(z32, z32).double(), gram, rtol=1e-5, atol=1e-5)
+
+
+def test_factory_returns_the_ntk_kernel():
+    if "ntk" not in K.KERNELS:
+        pytest.skip("kernel('ntk') is wired into scoregan.objectives.kernel by the lead")
+    k = K.kernel("ntk", depth=2, activation="erf", bias_std=0.3)
+    assert isinstance(k, NTKKernel)
+    x = points(3, 2, 31)
+    torch.testing.assert_close(k(x, x), infinite_ntk(x, x, depth=2, activation="erf", bias_std=0.3)[0])
+
+
+# ------------------------------------------------------------------ x = y: the subgradient
+
+
+@pytest.mark.parametrize("bias_std", [0.0, 0.5])
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_grad_at_coincidence_is_finite_for_relu(bias_std, dtype):
+    y = points(9, 2, 32, dtype)
+    for activation in ("relu", "leaky_relu"):
+        k = NTKKernel(depth=3, activation=activation, weight_std=1.4, bias_std=bias_std)
+        assert torch.isfinite(k.grad_x(y, y)).all()
+        assert torch.isfinite(k.witness_grad(y, y)).all()
+        xr = y.clone().requires_grad_(True)
+        (auto,) = torch.autograd.grad(k(xr, y).diagonal().sum(), xr)
+        assert torch.isfinite(auto).all()
+    # parallel inputs without biases (ρ = 1 along rays) and the origin (ρ undefined) as well
+    k = NTKKernel(depth=3, activation="relu", bias_std=bias_std)
+    special = torch.cat([2.0 * y[:3], torch.zeros(1, 2, dtype=dtype)])
+    assert torch.isfinite(k.grad_x(special, y[:3])).all() and torch.isfinite(k(special, y[:3])).all()
+
+
+@pytest.mark.parametrize("bias_std", [0.0, 0.5])
+def test_grad_at_coincidence_is_the_symmetric_subgradient(bias_std):
+    """At x = y the θ-term is a cone: the returned gradient is the mean of the one-sided gradients
+    from opposite directions (its subdifferential's centre), up to O(ε); the one-sided gradients
+    themselves differ by O(1), so a one-sided choice would fail this test."""
+    y = points(6, 2, 33)
+    k = NTKKernel(depth=3, activation="relu", weight_std=1.4, bias_std=bias_std)
+    idx = torch.arange(6)
+    at = k.grad_x(y, y)[idx, idx]
+    for seed in (34, 35):
+        v = points(6, 2, seed)
+        eps = 1e-4
+        plus = k.grad_x(y + eps * v, y)[idx, idx]
+        minus = k.grad_x(y - eps * v, y)[idx, idx]
+        assert (plus - minus).abs().max() > 0.1  # a genuine kink
+        assert ((plus + minus) / 2 - at).abs().max() < 1e-3
+
+
+def test_grad_at_coincidence_is_exact_for_smooth_activations():
+    y = points(5, 2, 36)
+    k = NTKKernel(depth=3, activation="erf", bias_std=0.5)
+    idx = torch.arange(5)
+    at = k.grad_x(y, y)[idx, idx]
+    v = points(5, 2, 37)
+    near = k.grad_x(y + 1e-6 * v, y)[idx, idx]
+    assert (near - at).abs().max() < 1e-5
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_bad_arguments_name_the_argument():
+    x, y = points(3, 2, 38), points(4, 2, 39)
+    cases = [
+        ({"depth": 2, "activation": "rellu"}, "activation"),
+        ({"depth": 0, "activation": "relu"}, "depth"),
+        ({"depth": 1.5, "activation": "relu"}, "depth"),
+        ({"depth": 2, "activation": "relu", "weight_std": 0.0}, "weight_std"),
+        ({"depth": 2, "activation": "relu", "weight_std": -1.0}, "weight_std"),
+        ({"depth": 2, "activation": "relu", "weight_std": float("nan")}, "weight_std"),
+        ({"depth": 2, "activation": "relu", "bias_std": -0.1}, "bias_std"),
+        ({"depth": 2, "activation": "tanh", "method": "closed_form"}, "method"),
+        ({"depth": 2, "activation": "relu", "method": "exact"}, "method"),
+    ]
+    for kw, name in cases:
+        with pytest.raises(ValueError, match=name):
+            infinite_ntk(x, y, **kw)
+        with pytest.raises(ValueError, match=name):
+            NTKKernel(**kw)
+    with pytest.raises(ValueError, match="y"):
+        infinite_ntk(x, points(4, 3, 40), depth=2, activation="relu")
+    with pytest.raises(ValueError, match="x"):
+        infinite_ntk(x[0], y, depth=2, activation="relu")
+    with pytest.raises(ValueError, match="centres"):
+        NTKKernel().witness_grad(x, points(4, 3, 40))
+    with pytest.raises(ValueError, match="kind"):
+        NTKKernel(kind="cntk")
+    with pytest.raises(ValueError, match="model"):
+        empirical_ntk(lambda z: z.sum(1), x)
+    with pytest.raises(ValueError, match="scalar"):
+        empirical_ntk(torch.nn.Linear(2, 3).double(), x)
+    with pytest.raises(ValueError, match="y"):
+        empirical_ntk(torch.nn.Linear(2, 1).double(), x, points(2, 3, 41))
+    with pytest.raises(ValueError, match="width"):
+        NTKMLP(2, 0, 2)
+    with pytest.raises(ValueError, match="depth"):
+        NTKMLP(2, 8, 0)
