@@ -124,6 +124,38 @@ class TrackingConfig:
     tags: list[str] = spec(default_factory=list)
 
 
+# The early-stopping signals of scoregan.diagnostics.callbacks (diagnostics first, then evaluation).
+EARLY_STOPPING_SIGNALS = ("combined", "steepness", "dgrad_fake", "w2", "sliced_w2")
+
+
+@dataclass
+class DiagnosticsConfig:
+    """Gradient diagnostics every ``every`` steps (config section ``diagnostics``)."""
+
+    every: int = spec(0, min=0, help="steps between diagnostics (0 = off; 100 is a good interval)")
+    batch: int = spec(256, min=1, help="fixed latents (and real points) per measurement")
+    iters: int = spec(64, min=1, help="cap on Jacobian products per steepness estimate")
+    tol: float = spec(1e-3, min=0, exclusive_min=True, help="relative residual tolerance of the steepness solver")
+    method: str = spec("lanczos", choices=("lanczos", "power"), help="steepness eigen-solver")
+    seed: int = spec(4321, min=0, help="seed of the fixed latents, real points and start vectors")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Early stopping at the turn from refining to collapsing (config section ``early_stopping``)."""
+
+    enabled: bool = spec(False, help="watch the signal, save checkpoints/best.pt, stop at the turn")
+    metric: str = spec("combined", choices=EARLY_STOPPING_SIGNALS,
+                       help="signal: combined | steepness | dgrad_fake (diagnostics), w2 | sliced_w2 (evaluation)")
+    smoothing: float = spec(0.7, min=0, max=0.999, help="EMA coefficient β of the signal's log")
+    patience: int = spec(5, min=1, help="consecutive rising measurements that declare the turn")
+    rise: float = spec(0.1, min=0, help="change of the smoothed log-signal that counts: the fall from the peak "
+                       "that starts refining, the rise above the trough that counts as rising")
+    min_steps: int = spec(0, min=0, help="the rule ignores measurements before this step (the EMA still runs)")
+    action: str = spec("stop", choices=("stop", "continue"), help="at the turn: stop training, or log it and go on")
+    save_best: bool = spec(True, help="save the best step's checkpoint as checkpoints/best.pt")
+
+
 @dataclass
 class TrainerConfig:
     """Base of every update rule's config; ``name`` selects the rule."""
@@ -164,6 +196,8 @@ class ExperimentConfig:
     train: TrainConfig = spec(default_factory=TrainConfig)
     eval: EvalConfig = spec(default_factory=EvalConfig)
     tracking: TrackingConfig = spec(default_factory=TrackingConfig)
+    diagnostics: DiagnosticsConfig = spec(default_factory=DiagnosticsConfig)
+    early_stopping: EarlyStoppingConfig = spec(default_factory=EarlyStoppingConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +401,10 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
     from scoregan.data import validate_data_config
 
     validate_data_config(cfg.data)
+    es = cfg.early_stopping
+    if es.enabled and es.metric in ("combined", "steepness", "dgrad_fake") and cfg.diagnostics.every == 0:
+        raise ConfigError(f"early_stopping.metric = {es.metric!r} needs diagnostics: diagnostics.every = 0 "
+                          "turns them off; set it > 0 (e.g. 100)")
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device = {dev!r}: allowed values are 'auto', 'cpu', 'cuda', 'cuda:N'")

@@ -146,3 +146,16 @@ def test_a_fresh_run_never_overwrites_an_existing_one(tmp_path, tiny_overrides):
     with pytest.raises(ValueError, match="already holds a run: continue it with --resume"):
         Trainer(cfg, tmp_path)
     assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_config_sections_turn_on_diagnostics_and_early_stopping(tmp_path, tiny_overrides):
+    cfg = _cfg("nsgan", tiny_overrides, "train.steps=10", "diagnostics.every=5", "diagnostics.batch=32",
+               "early_stopping.enabled=true")
+    Trainer(cfg, tmp_path).fit()
+    kinds = [r["kind"] for r in _rows(tmp_path)]
+    assert kinds.count("diagnostics") == 2 and "early_stopping" in kinds
+    assert (tmp_path / "checkpoints/best.pt").is_file()
+    from scoregan.config import ConfigError
+
+    with pytest.raises(ConfigError, match="early_stopping.metric = 'combined' needs diagnostics"):
+        _cfg("nsgan", tiny_overrides, "early_stopping.enabled=true")

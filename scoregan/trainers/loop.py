@@ -58,9 +58,12 @@ class Trainer:
                  callbacks: list[Callback] | None = None):
         from scoregan.trainers import get_rule
 
+        from scoregan.diagnostics.callbacks import callbacks_from_config
+
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.callbacks = list(callbacks or [])
+        # the config's own callbacks (diagnostics, early stopping) first, then the caller's
+        self.callbacks = [*callbacks_from_config(cfg.diagnostics, cfg.early_stopping), *(callbacks or [])]
         self.device = resolve_device(cfg.train.device)
         self.dtype = getattr(torch, cfg.train.dtype)
         ckpt = None

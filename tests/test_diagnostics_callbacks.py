@@ -1,0 +1,268 @@
+"""The diagnostics and early-stopping callbacks: the rule on synthetic signals, logging, cost,
+checkpoint ``best``, and exact resume with the loop."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from scoregan.checkpoint import load_checkpoint
+from scoregan.config import ConfigError, _convert, load_config
+from scoregan.diagnostics import (
+    DiagnosticsCallback,
+    DiagnosticsConfig,
+    EarlyStopping,
+    EarlyStoppingConfig,
+    callbacks_from_config,
+)
+from scoregan.diagnostics.callbacks import compute_diagnostics
+from scoregan.models import Discriminator, Generator
+from scoregan.trainers import StopAtStep
+from scoregan.trainers.loop import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+NSGAN = ROOT / "configs/toy/8gaussians-nsgan.yaml"
+TIMING = {"time_diag_s", "time_step_s", "diag_cost_steps", "diag_overhead"}
+
+
+class FakeTracker:
+    def __init__(self):
+        self.rows = []
+
+    def log(self, step, values, kind="train"):
+        self.rows.append({"step": step, "kind": kind, **values})
+
+
+class FakeTrainer:
+    """What the early-stopping rule touches: step, tracker, save_checkpoint, should_stop."""
+
+    def __init__(self):
+        self.step = 0
+        self.tracker = FakeTracker()
+        self.saved: list[tuple[str, int]] = []
+        self.should_stop = False
+
+    def save_checkpoint(self, name="last"):
+        self.saved.append((name, self.step))
+
+
+def _feed(es: EarlyStopping, trace: list[float], every: int = 10) -> FakeTrainer:
+    tr = FakeTrainer()
+    for i, value in enumerate(trace):
+        tr.step = (i + 1) * every
+        es.observe(tr, value)
+        if tr.should_stop:
+            break
+    return tr
+
+
+def _refine_then_collapse(turn: int, n: int, seed: int = 0) -> list[float]:
+    """log-signal falling by 0.05 per measurement until ``turn``, rising by 0.08 after, noise 0.02."""
+    g = torch.Generator().manual_seed(seed)
+    noise = 0.02 * torch.randn(n, generator=g, dtype=torch.float64)
+    return [math.exp((-0.05 * i if i <= turn else -0.05 * turn + 0.08 * (i - turn)) + float(noise[i])) for i in range(n)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_refining_then_collapsing_trace_stops_near_the_turn(seed):
+    turn = 40  # measurement index of the true minimum
+    cfg = EarlyStoppingConfig(enabled=True, metric="combined", smoothing=0.5, patience=3, rise=0.1)
+    es = EarlyStopping(cfg, DiagnosticsCallback(DiagnosticsConfig(every=10)))
+    tr = _feed(es, _refine_then_collapse(turn, 100, seed))
+    assert es.stop_step is not None and tr.should_stop
+    turn_step = (turn + 1) * 10
+    assert abs(es.best_step - turn_step) <= 30, (es.best_step, turn_step)  # within 3 measurements
+    # rising by 0.08 a measurement, the smoothed signal clears best + 0.1 within a few measurements,
+    # then patience 3 more: the stop comes soon after the turn, not at the end
+    assert turn_step < es.stop_step <= turn_step + 120
+    assert tr.saved[-1] == ("best", es.best_step)  # the checkpoint kept is the turn's
+    stops = [r for r in tr.tracker.rows if "stop_step" in r]
+    assert len(stops) == 1 and stops[0]["stop_step"] == es.stop_step and stops[0]["best_step"] == es.best_step
+
+
+def test_fitting_bump_is_not_a_turn():
+    """A rise first (the discriminator sharpening while fitting), a fall (refining), then a rise:
+    the turn is the trough after the fall, not the start of the run."""
+    logs = [0.05 * i for i in range(20)] + [1.0 - 0.04 * i for i in range(40)] + [-0.6 + 0.08 * i for i in range(30)]
+    es = EarlyStopping(EarlyStoppingConfig(enabled=True, smoothing=0.5, patience=3, rise=0.1), DiagnosticsCallback())
+    tr = _feed(es, [math.exp(v) for v in logs])
+    trough_step = 60 * 10  # measurement index 59 (1-based 60)
+    assert es.stop_step is not None and abs(es.best_step - trough_step) <= 20
+    assert all(step >= 200 for name, step in tr.saved)  # nothing kept during the fitting rise
+    phases = [r["phase"] for r in tr.tracker.rows if "phase" in r]
+    assert phases[:20] == [0] * 20 and phases[-1] == 2 and sorted(phases) == phases  # 0 -> 1 -> 2, one way
+
+
+def test_monotone_improving_rising_and_noisy_plateau_never_stop():
+    g = torch.Generator().manual_seed(0)
+    improving = [math.exp(-0.03 * i + 0.01 * float(torch.randn((), generator=g))) for i in range(200)]
+    rising = [math.exp(0.03 * i + 0.01 * float(torch.randn((), generator=g))) for i in range(200)]
+    plateau = [math.exp(0.04 * float(torch.randn((), generator=g))) for _ in range(200)]  # within the 0.1 band
+    for trace in (improving, rising, plateau):
+        es = EarlyStopping(EarlyStoppingConfig(enabled=True, metric="steepness", smoothing=0.5, patience=3, rise=0.1),
+                           DiagnosticsCallback())
+        tr = _feed(es, trace)
+        assert es.stop_step is None and not tr.should_stop
+    assert ("best", 2000) in _feed(EarlyStopping(EarlyStoppingConfig(smoothing=0.0), DiagnosticsCallback()),
+                                   [math.exp(-i) for i in range(200)]).saved
+
+
+def test_continue_action_freezes_the_decision_and_min_steps():
+    trace = _refine_then_collapse(30, 60) + [1e-9] * 20  # a late "improvement" after the declared turn
+    es = EarlyStopping(EarlyStoppingConfig(enabled=True, smoothing=0.5, patience=3, action="continue", min_steps=100),
+                       DiagnosticsCallback())
+    tr = _feed(es, trace)
+    assert not tr.should_stop and es.stop_step is not None and es.kept_step == es.best_step
+    assert all(step >= 100 for _, step in tr.saved)  # nothing saved before min_steps
+    assert tr.saved[-1] == ("best", es.best_step) and es.best_step < es.stop_step < 600  # the late dip is ignored
+    after = [r for r in tr.tracker.rows if r["step"] > es.stop_step]
+    assert len(after) == len(trace) - es.stop_step // 10 and all(r["phase"] == 2 for r in after)  # still tracked
+    assert len(es.history) == len(trace)
+
+
+def test_completed_run_without_a_turn_keeps_its_final_checkpoint():
+    es = EarlyStopping(EarlyStoppingConfig(enabled=True, smoothing=0.0), DiagnosticsCallback())
+    tr = _feed(es, [math.exp(-0.1 * i) for i in range(30)])
+    tr.cfg = SimpleNamespace(train=SimpleNamespace(steps=300))
+    tr.step = 290  # interrupted before the end: nothing changes
+    es.on_fit_end(tr)
+    assert es.kept_step is None and tr.saved[-1] == ("best", 300)
+    tr.step = 300
+    tr.saved.clear()
+    es.on_fit_end(tr)
+    assert es.kept_step == 300 and tr.saved == [("best", 300)]
+
+
+def test_eval_metric_signal_reads_on_eval():
+    es = EarlyStopping(EarlyStoppingConfig(enabled=True, metric="w2", smoothing=0.0, patience=2, rise=0.05))
+    tr = FakeTrainer()
+    for step, w2 in zip(range(100, 900, 100), [3.0, 2.0, 1.0, 0.9, 1.2, 1.5, 1.6, 1.7]):
+        tr.step = step
+        es.on_eval(tr, {"w2": w2, "modes_covered": 8})
+    assert es.best_step == 400 and es.stop_step == 600 and tr.should_stop
+
+
+def test_config_sections_and_factory():
+    assert callbacks_from_config(DiagnosticsConfig(every=0), EarlyStoppingConfig()) == []
+    cbs = callbacks_from_config(DiagnosticsConfig(every=10), EarlyStoppingConfig(enabled=True))
+    assert [type(c) for c in cbs] == [DiagnosticsCallback, EarlyStopping]
+    assert cbs[0]._subscribers == [cbs[1]._on_diagnostics]
+    assert [type(c) for c in callbacks_from_config(DiagnosticsConfig(every=0),
+                                                   EarlyStoppingConfig(enabled=True, metric="w2"))] == [EarlyStopping]
+    with pytest.raises(ValueError, match="diagnostics.every"):
+        callbacks_from_config(DiagnosticsConfig(every=0), EarlyStoppingConfig(enabled=True, metric="combined"))
+    # the dataclasses type-check through the config machinery (ranges and choices)
+    ok = _convert(EarlyStoppingConfig, {"enabled": True, "patience": 4, "action": "continue"}, "early_stopping", {})
+    assert ok.patience == 4 and ok.action == "continue"
+    with pytest.raises(ConfigError, match="early_stopping.action"):
+        _convert(EarlyStoppingConfig, {"action": "halt"}, "early_stopping", {})
+    with pytest.raises(ConfigError, match="diagnostics.every"):
+        _convert(DiagnosticsConfig, {"every": -1}, "diagnostics", {})
+    with pytest.raises(ConfigError, match="early_stopping.smoothing"):
+        _convert(EarlyStoppingConfig, {"smoothing": 1.5}, "early_stopping", {})
+
+
+def test_compute_diagnostics_keys_and_values():
+    torch.manual_seed(0)
+    gen, disc = Generator(2, 2, hidden=[16]), Discriminator(2, hidden=[16])
+    z, real = torch.randn(32, 2), torch.randn(40, 2)
+    means = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    row = compute_diagnostics(gen, disc, z, real, means=means)
+    for key in ("steepness_median", "dgrad_real_mean", "dgrad_fake_max", "combined_median", "align_fake_mean"):
+        assert key in row and math.isfinite(row[key])
+    from scoregan.diagnostics import discriminator_gradient, steepness
+
+    s = steepness(gen, z)
+    with torch.no_grad():
+        g = discriminator_gradient(disc, gen(z)).norm(dim=1)
+    assert math.isclose(row["combined_median"], float(torch.quantile((s * g).double(), 0.5)), rel_tol=1e-6)
+    assert set(compute_diagnostics(gen, None, z)) == {k for k in row if k.startswith("steepness_")}
+
+
+def test_measurement_leaves_spectral_norm_networks_untouched():
+    """Spectral normalisation advances its power iteration on every train-mode forward: the
+    diagnostics must run in eval mode and leave every buffer and parameter as it was."""
+    torch.manual_seed(0)
+    gen = Generator(2, 2, hidden=[16], spectral_norm=True).train()
+    disc = Discriminator(2, hidden=[16], spectral_norm=True).train()
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (gen, disc)]
+    compute_diagnostics(gen, disc, torch.randn(16, 2), torch.randn(16, 2), means=torch.zeros(3, 2))
+    for m, b in zip((gen, disc), before):
+        assert m.training
+        for k, v in m.state_dict().items():
+            assert torch.equal(v, b[k]), k
+
+
+# ------------------------------------------------------------------ with the real training loop
+
+
+def _cfg(tiny, steps=100):
+    # a high learning rate: the combined signal rises, falls and rises again within 100 steps
+    return load_config(NSGAN, [*tiny, f"train.steps={steps}", "train.checkpoint_every=10", "train.eval_every=1000",
+                               "optim.lr_g=5e-3", "optim.lr_d=5e-3",
+                               "train.log_every=5", "model.generator.hidden=[16, 16]",
+                               "model.discriminator.hidden=[16, 16]", "train.batch_size=32", "eval.n_samples=64"])
+
+
+def _callbacks(action="continue"):
+    diag = DiagnosticsCallback(DiagnosticsConfig(every=4, batch=32))
+    es = EarlyStopping(EarlyStoppingConfig(enabled=True, metric="combined", smoothing=0.5, patience=2, rise=0.3,
+                                           action=action), diag)
+    return [diag, es]
+
+
+def _rows(run_dir, kind):
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows if r["kind"] == kind]
+
+
+def test_callbacks_log_do_not_perturb_training_and_resume_exactly(tmp_path, tiny_overrides):
+    cfg = _cfg(tiny_overrides)
+    Trainer(cfg, tmp_path / "plain").fit()  # no callbacks
+    straight_cbs = _callbacks()
+    Trainer(cfg, tmp_path / "straight", callbacks=straight_cbs).fit()
+
+    # diagnostics never change training: same final networks as without callbacks
+    a = load_checkpoint(tmp_path / "plain/checkpoints/last.pt")["rule"]["modules"]
+    b = load_checkpoint(tmp_path / "straight/checkpoints/last.pt")["rule"]["modules"]
+    for net in a:
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k}"
+
+    diag_rows = _rows(tmp_path / "straight", "diagnostics")
+    assert [r["step"] for r in diag_rows] == list(range(4, 101, 4))
+    full = [json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()]
+    timed = [r for r in full if r["kind"] == "diagnostics" and "diag_overhead" in r]
+    assert len(timed) == len(diag_rows) and all(r["diag_overhead"] > 0 for r in timed)
+    es = straight_cbs[1]
+    assert es.stop_step is not None, "the test settings should declare a turn"
+    assert es.best_step > 60 and es.stop_step > 60, "the decision should come after the interruption below"
+    assert [r["phase"] for r in _rows(tmp_path / "straight", "early_stopping") if "phase" in r][6:16].count(1) > 0
+    best = load_checkpoint(tmp_path / "straight/checkpoints/best.pt")
+    assert best["step"] == es.best_step == es.kept_step
+
+    # interrupted at step 60 (while refining), then resumed with fresh callbacks: same rows, same decision
+    interrupted = _callbacks()
+    Trainer(cfg, tmp_path / "resumed", callbacks=[*interrupted, StopAtStep(60)]).fit()
+    assert interrupted[1].phase == 1 and interrupted[1].stop_step is None
+    resumed_cbs = _callbacks()
+    Trainer(cfg, tmp_path / "resumed", resume=True, callbacks=resumed_cbs).fit()
+    for kind in ("diagnostics", "early_stopping", "train"):
+        assert _rows(tmp_path / "straight", kind) == _rows(tmp_path / "resumed", kind), kind
+    assert (resumed_cbs[1].best_step, resumed_cbs[1].stop_step) == (es.best_step, es.stop_step)
+    assert resumed_cbs[1].history == es.history
+    assert load_checkpoint(tmp_path / "resumed/checkpoints/best.pt")["step"] == es.best_step
+
+
+def test_stop_action_ends_the_run_at_the_turn(tmp_path, tiny_overrides):
+    cbs = _callbacks(action="stop")
+    result = Trainer(_cfg(tiny_overrides, steps=300), tmp_path / "run", callbacks=cbs).fit()
+    assert result.stopped_early and result.step == cbs[1].stop_step < 300
+    stops = [r for r in _rows(tmp_path / "run", "early_stopping") if "stop_step" in r]
+    assert stops == [{"step": result.step, "kind": "early_stopping", "stop_step": result.step,
+                      "best_step": cbs[1].best_step, "best_signal": cbs[1].best, "stopped": 1.0}]
