@@ -1,0 +1,383 @@
+"""Three phases of GAN training (fitting, refining, collapsing) and early stopping at the turn.
+
+Non-saturating SGAN, trained long enough to collapse, on two targets:
+
+* ``25gaussians``: the 5×5 grid of Gaussians (radius 4, std 0.1 here); quality = W2 (exact
+  OT, 1,000 generated vs 1,000 target samples), with the modes covered and the high-quality
+  fraction (samples within 3 std of a mode) from :func:`scoregan.metrics.mode_stats`;
+* ``digits``: scikit-learn's 8×8 digits as 64-D vectors in [-1, 1]; quality = the Fréchet distance
+  (FID formula, :func:`scoregan.metrics.frechet_distance`) between 1,000 generated images and the
+  1,797 dataset images, computed on the raw 64-D pixels (the bundled data has no pretrained feature
+  network; at 64 dimensions the raw-pixel Gaussian fit is well determined), with k-NN precision and
+  recall (:func:`scoregan.metrics.precision_recall`) as the quality / diversity split.
+
+Every ``every`` steps, on fixed seeded batches, the run logs the generator steepness and the
+discriminator-gradient statistics (:class:`scoregan.diagnostics.DiagnosticsCallback`) and the
+quality metrics (the oracle, which needs target samples; here only to judge the detector). The
+early-stopping rule (:class:`scoregan.diagnostics.EarlyStopping`, signal ``combined`` = log median
+of steepness × ‖∇ₓ D‖ at the generated points, EMA-smoothed, with patience) sees only the
+gradients; it runs with ``action="continue"`` so each run also reaches its final checkpoint.
+
+Outputs under ``--out``: ``runs/<dataset>-seed<s>/`` (run directories with ``checkpoints/best.pt``,
+the checkpoint the rule kept), ``figures/<dataset>-seed<s>.png`` (quality, gradients and the
+stopping signal over training, phases shaded, the stopping point marked),
+``figures/<dataset>-overview.png``, ``results.json`` and ``table.md``: per seed the declared stop
+step, the kept checkpoint's step and metric (re-measured from ``best.pt``), the run's best and
+final metric, and the acceptance checks (kept metric within 10 % of the best; better than the
+final one in every run that collapsed, i.e. whose final metric is more than 10 % worse than its
+best).
+
+The figures shade the phases as the early-stopping rule saw them (fitting until the signal fell
+from its peak, refining until the declared turn, collapsing after it) and mark the oracle's best
+step, so the figure shows whether the detector's turn matches the turn in quality.
+
+    PYTHONPATH=. python recipes/three_phases.py --out results/three_phases            # full: 5 seeds x 2 targets
+    PYTHONPATH=. python recipes/three_phases.py --out /tmp/tp --quick                 # 1-2 minute smoke run
+    PYTHONPATH=. python recipes/three_phases.py --datasets digits --seeds 0,1 --steps 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scoregan.checkpoint import load_checkpoint
+from scoregan.config import load_config
+from scoregan.diagnostics import DiagnosticsCallback, DiagnosticsConfig, EarlyStopping, EarlyStoppingConfig
+from scoregan.metrics import frechet_distance, mode_stats, precision_recall, w2
+from scoregan.tracking import read_metrics
+from scoregan.trainers import Callback
+from scoregan.trainers.loop import Trainer
+
+ACCEPT_WITHIN = 0.10  # the kept checkpoint's metric within 10 % of the run's best
+COLLAPSE_RATIO = 1.10  # a run "collapsed" when its final metric is more than 10 % above its best
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target and the run settings that make it go through the three phases."""
+
+    name: str
+    metric: str  # the primary quality metric (lower is better)
+    overrides: tuple[str, ...]
+    steps: int
+    every: int
+    quick_steps: int
+    quick_every: int
+    early: dict[str, Any] = field(default_factory=dict)
+
+
+TARGETS = {
+    # std 0.1 (twice the platform default) and a small batch: the three phases within 12k steps
+    "25gaussians": Target(
+        "25gaussians", "w2",
+        ("data.name=25gaussians", "data.std=0.1", "model.latent_dim=2", "model.generator.hidden=[128, 128, 128]",
+         "model.discriminator.hidden=[128, 128, 128]", "optim.lr_g=2e-3", "optim.lr_d=2e-3", "train.batch_size=64"),
+        steps=12000, every=200, quick_steps=1500, quick_every=100,
+        early={"smoothing": 0.7, "patience": 5, "rise": 0.15, "min_steps": 1000}),
+    # a discriminator four times wider than the generator: it memorises the 1,797 images and the
+    # generator collapses (precision up, recall down) after a few thousand steps
+    "digits": Target(
+        "digits", "fd",
+        ("data.name=digits", "model.latent_dim=16", "model.generator.hidden=[128, 128]",
+         "model.discriminator.hidden=[512, 512]", "optim.lr_g=2e-3", "optim.lr_d=2e-3", "train.batch_size=64"),
+        steps=9000, every=200, quick_steps=1500, quick_every=100,
+        early={"smoothing": 0.7, "patience": 5, "rise": 0.15, "min_steps": 1000}),
+}
+COMMON = ("trainer.name=nsgan", "tracking.mode=disabled", "train.progress=false", "eval.figures=false",
+          "eval.n_samples=500", "train.log_every=50")
+
+
+class QualityProbe(Callback):
+    """The oracle: quality metrics every ``every`` steps on a fixed seeded latent draw of ``n``."""
+
+    def __init__(self, every: int, n: int = 1000, seed: int = 77):
+        self.every, self.n, self.seed = every, n, seed
+        self.rows: list[dict[str, float]] = []
+        self._reference: torch.Tensor | None = None
+
+    def measure(self, trainer: Trainer) -> dict[str, float]:
+        data = trainer.data
+        if self._reference is None:
+            self._reference = (data.points if data.mixture is None
+                               else data.sample(self.n, generator=torch.Generator().manual_seed(self.seed + 1)))
+        trainer.rule.train(False)
+        x = trainer.rule.sample(self.n, torch.Generator(device=trainer.device).manual_seed(self.seed)).cpu().float()
+        trainer.rule.train(True)
+        if not bool(torch.isfinite(x).all()):
+            return {"w2": math.inf, "fd": math.inf}
+        if data.mixture is not None:
+            ms = mode_stats(x, data.mixture)
+            return {"w2": w2(x, self._reference), "modes_covered": ms.modes_covered, "hq_fraction": ms.hq_fraction}
+        pr = precision_recall(self._reference, x)
+        return {"fd": frechet_distance(x, self._reference), "precision": pr.precision, "recall": pr.recall}
+
+    def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
+        if trainer.step % self.every == 0:
+            row = {"step": trainer.step, **self.measure(trainer)}
+            self.rows.append(row)
+            trainer.tracker.log(trainer.step, {k: v for k, v in row.items() if k != "step"}, kind="quality")
+
+
+def run_one(target_name: str, seed: int, steps: int, every: int, out: str) -> dict[str, Any]:
+    """Train one run (in a worker process) and return its traces and stopping summary."""
+    torch.set_num_threads(1)
+    target = TARGETS[target_name]
+    cfg = load_config(None, [*COMMON, *target.overrides, f"train.steps={steps}", f"train.seed={seed}",
+                             f"train.eval_every={steps}", f"train.checkpoint_every={steps}"])
+    run_dir = Path(out) / "runs" / f"{target_name}-seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    diag = DiagnosticsCallback(DiagnosticsConfig(every=every, batch=256, seed=1000 + seed))
+    early = EarlyStopping(EarlyStoppingConfig(enabled=True, metric="combined", action="continue", **target.early), diag)
+    probe = QualityProbe(every)
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, run_dir, callbacks=[diag, early, probe])
+    trainer.fit()
+    wall = time.perf_counter() - t0
+
+    metric = target.metric
+    values = [r[metric] for r in probe.rows]
+    steps_q = [r["step"] for r in probe.rows]
+    i_best = min(range(len(values)), key=values.__getitem__)
+    best_pt = load_checkpoint(run_dir / "checkpoints" / "best.pt")  # the turn's trough, or the final step
+    trainer.rule.load_state_dict(best_pt["rule"])
+    kept_all = probe.measure(trainer)  # re-measured from the kept checkpoint itself
+    kept = kept_all[metric]
+    diag_rows = read_metrics(run_dir, kind="diagnostics")
+    es_rows = [r for r in read_metrics(run_dir, kind="early_stopping") if "phase" in r]
+    return {
+        "target": target_name, "seed": seed, "metric": metric, "steps": steps, "every": every, "wall_s": wall,
+        "quality": probe.rows,
+        "diagnostics": [{k: r[k] for k in ("step", "steepness_median", "dgrad_fake_median", "dgrad_real_median",
+                                            "combined_median", "diag_overhead") if k in r} for r in diag_rows],
+        "signal": [[r["step"], r["signal"], r["smoothed"], r["phase"]] for r in es_rows],
+        "best_step": int(best_pt["step"]), "stop_step": early.stop_step,
+        "kept_metric": kept, "kept_all": kept_all, "final_all": probe.rows[-1],
+        "best_metric": values[i_best], "best_metric_step": steps_q[i_best],
+        "final_metric": values[-1], "early": dict(target.early),
+    }
+
+
+# ------------------------------------------------------------------------------------ analysis
+
+
+def summarise(run: dict[str, Any]) -> dict[str, Any]:
+    kept, best, final = run["kept_metric"], run["best_metric"], run["final_metric"]
+    collapsed = final > COLLAPSE_RATIO * best
+    within = kept <= (1 + ACCEPT_WITHIN) * best
+    better = kept < final
+    return {"target": run["target"], "seed": run["seed"], "metric": run["metric"], "stop_step": run["stop_step"],
+            "kept_step": run["best_step"], "kept": kept, "best": best, "best_step": run["best_metric_step"],
+            "final": final, "collapsed": collapsed, "within_10pct": within, "better_than_final": better,
+            "wall_s": run["wall_s"], "kept_all": run["kept_all"], "final_all": run["final_all"],
+            "overhead": _median([r["diag_overhead"] for r in run["diagnostics"] if "diag_overhead" in r])}
+
+
+def _median(xs: list[float]) -> float | None:
+    xs = sorted(xs)
+    return None if not xs else (xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]))
+
+
+def acceptance(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    n_within = sum(r["within_10pct"] for r in rows)
+    collapsed = [r for r in rows if r["collapsed"]]
+    n_better = sum(r["better_than_final"] for r in collapsed)
+    return {"runs": len(rows), "within_10pct": n_within, "collapsed": len(collapsed),
+            "better_than_final_when_collapsed": n_better,
+            "met": n_within >= math.ceil(0.8 * len(rows)) and n_better == len(collapsed)}
+
+
+def table_markdown(rows: list[dict[str, Any]], accept: dict[str, dict[str, Any]]) -> str:
+    def f(v):
+        return "–" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    def side(r, which):  # the quality / diversity pair at the kept or the final checkpoint
+        a = r[which]
+        if "modes_covered" in a:
+            return f"{a['modes_covered']} / {a['hq_fraction']:.2f}"
+        return f"{a['precision']:.2f} / {a['recall']:.2f}"
+
+    lines = ["| target | seed | stop declared at | kept checkpoint (best.pt) | metric there | best metric (step) | "
+             "final metric | kept / best | collapsed | kept < final | kept: modes / HQ or prec. / rec. | final: same |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | :---: | ---: | ---: |"]
+    for r in rows:
+        ratio = r["kept"] / r["best"]
+        stop = "no turn" if r["stop_step"] is None else r["stop_step"]
+        lines.append(f"| {r['target']} ({r['metric']}) | {r['seed']} | {stop} | {f(r['kept_step'])} | "
+                     f"{f(r['kept'])} | {f(r['best'])} ({r['best_step']}) | {f(r['final'])} | {f(ratio)} | "
+                     f"{'yes' if r['collapsed'] else 'no'} | {'yes' if r['better_than_final'] else 'no'} | "
+                     f"{side(r, 'kept_all')} | {side(r, 'final_all')} |")
+    lines.append("")
+    for name, a in accept.items():
+        lines.append(f"- {name}: kept metric within 10 % of the best in {a['within_10pct']}/{a['runs']} runs; "
+                     f"better than the final checkpoint in {a['better_than_final_when_collapsed']}/{a['collapsed']} "
+                     f"collapsed runs: acceptance {'met' if a['met'] else 'NOT met'}.")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------- figures
+
+
+PHASES = (("fitting", "tab:green"), ("refining", "tab:blue"), ("collapsing", "tab:red"))
+
+
+def phase_spans(signal: list[list[float]], every: int) -> list[tuple[str, float, float, str]]:
+    """(name, start, end, colour) of the phases as the early-stopping rule saw them."""
+    spans: list[tuple[str, float, float, str]] = []
+    for step, _, _, phase in signal:
+        name, color = PHASES[int(phase)]
+        if spans and spans[-1][0] == name:
+            spans[-1] = (name, spans[-1][1], step, color)
+        else:
+            spans.append((name, step - every, step, color))
+    return spans
+
+
+def figure_run(run: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    q, d, sig = run["quality"], run["diagnostics"], run["signal"]
+    qs = [r["step"] for r in q]
+    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    ax = axes[0]
+    ax.plot(qs, [r[run["metric"]] for r in q], color="k", label=run["metric"].upper())
+    ax.set_ylabel(run["metric"].upper() + " (lower is better)")
+    ax2 = ax.twinx()
+    if run["metric"] == "w2":
+        ax2.plot(qs, [r["modes_covered"] / 25 for r in q], color="tab:blue", alpha=0.7, label="modes covered / 25")
+        ax2.plot(qs, [r["hq_fraction"] for r in q], color="tab:orange", alpha=0.7, label="high-quality fraction")
+    else:
+        ax2.plot(qs, [r["precision"] for r in q], color="tab:blue", alpha=0.7, label="precision")
+        ax2.plot(qs, [r["recall"] for r in q], color="tab:orange", alpha=0.7, label="recall")
+    ax2.set_ylim(0, 1.05)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
+    ax.set_title(f"NS-SGAN on {run['target']}, seed {run['seed']}")
+
+    ds = [r["step"] for r in d]
+    ax = axes[1]
+    ax.semilogy(ds, [r["steepness_median"] for r in d], color="tab:purple", label="steepness ‖J_G‖₂ (median)")
+    ax.semilogy(ds, [r["dgrad_fake_median"] for r in d], color="tab:red", label="‖∇ₓD‖ on generated (median)")
+    ax.semilogy(ds, [r["dgrad_real_median"] for r in d], color="tab:red", ls="--", alpha=0.6,
+                label="‖∇ₓD‖ on real (median)")
+    ax.legend(fontsize=8)
+    ax.set_ylabel("gradients")
+
+    ax = axes[2]
+    ax.plot([s[0] for s in sig], [s[1] for s in sig], color="tab:gray", alpha=0.6, label="log median(steepness·‖∇ₓD‖)")
+    ax.plot([s[0] for s in sig], [s[2] for s in sig], color="k", label="EMA-smoothed")
+    ax.set_ylabel("stopping signal")
+    ax.set_xlabel("generator step")
+
+    spans = phase_spans(sig, run["every"])
+    for a in axes:
+        for name, lo, hi, color in spans:
+            a.axvspan(lo, hi, color=color, alpha=0.07)
+        a.axvline(run["best_step"], color="tab:green", lw=1.5)
+        if run["stop_step"] is not None:
+            a.axvline(run["stop_step"], color="tab:red", lw=1, ls="--")
+        a.axvline(run["best_metric_step"], color="k", lw=0.8, ls=":")
+    for name, lo, hi, _ in spans:
+        axes[0].text(0.5 * (lo + hi), 0.02, name, transform=axes[0].get_xaxis_transform(), ha="center", fontsize=8)
+    axes[2].text(0.01, 0.95, "shading: phases seen by the rule; green: kept checkpoint (best.pt); "
+                 "red dashed: turn declared; dotted: oracle best",
+                 transform=axes[2].transAxes, fontsize=7, va="top")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure_overview(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, run in enumerate(runs):
+        color = f"C{i}"
+        qs = [r["step"] for r in run["quality"]]
+        ax.plot(qs, [r[run["metric"]] for r in run["quality"]], color=color, lw=1, label=f"seed {run['seed']}")
+        ax.plot([run["best_step"]], [run["kept_metric"]], "o", color=color, ms=7, mec="k")
+    ax.set_yscale("log")
+    ax.set_xlabel("generator step")
+    ax.set_ylabel(runs[0]["metric"].upper())
+    ax.set_title(f"{runs[0]['target']}: quality over training; dots = checkpoint kept by early stopping")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description="Three phases of NS-SGAN training and early stopping at the turn.")
+    p.add_argument("--out", default="results/three_phases", help="output directory")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds, or a count (5 = 0..4)")
+    p.add_argument("--datasets", default="25gaussians,digits", help=f"comma-separated, from {', '.join(TARGETS)}")
+    p.add_argument("--steps", type=int, default=None, help="generator steps per run (default: per target)")
+    p.add_argument("--every", type=int, default=None, help="steps between measurements (default: per target)")
+    p.add_argument("--quick", action="store_true", help="a 1-2 minute smoke run (2 seeds, few steps)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel runs (1 thread each)")
+    args = p.parse_args(argv)
+
+    seeds = [int(s) for s in args.seeds.split(",")] if "," in args.seeds else list(range(int(args.seeds)))
+    if args.quick and args.seeds == p.get_default("seeds"):
+        seeds = [0, 1]
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    for n in names:
+        if n not in TARGETS:
+            p.error(f"--datasets: {n!r} is not one of {', '.join(TARGETS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for n in names:
+        t = TARGETS[n]
+        steps = args.steps or (t.quick_steps if args.quick else t.steps)
+        every = args.every or (t.quick_every if args.quick else t.every)
+        jobs += [(n, s, steps, every, str(out)) for s in seeds]
+
+    t0 = time.perf_counter()
+    if args.workers > 1:
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            runs = list(pool.map(run_one, *zip(*jobs)))
+    else:
+        runs = [run_one(*j) for j in jobs]
+    wall = time.perf_counter() - t0
+
+    rows = [summarise(r) for r in runs]
+    accept = {n: acceptance([r for r in rows if r["target"] == n]) for n in names}
+    for run in runs:
+        figure_run(run, out / "figures" / f"{run['target']}-seed{run['seed']}.png")
+    for n in names:
+        figure_overview([r for r in runs if r["target"] == n], out / "figures" / f"{n}-overview.png")
+    table = table_markdown(rows, accept)
+    if args.quick:
+        table += "\n(quick mode: a smoke run, too short to collapse; the acceptance lines above are not the real test)\n"
+    (out / "table.md").write_text(table)
+    (out / "results.json").write_text(json.dumps({"rows": rows, "acceptance": accept, "runs": runs,
+                                                  "wall_s": wall, "quick": args.quick}, indent=1))
+    print(table)
+    print(f"total wall time {wall:.0f} s with {args.workers} worker(s); outputs in {out}")
+    return {"rows": rows, "acceptance": accept}
+
+
+if __name__ == "__main__":
+    main()
