@@ -99,6 +99,7 @@ class TrainConfig:
     seed: int = spec(0, min=0)
     device: str = spec("auto", help="auto | cpu | cuda | cuda:N")
     dtype: str = spec("float32", choices=("float32", "float64"))
+    threads: int = spec(1, min=0, help="CPU intra-op threads (small networks run fastest on one; 0 = torch's default)")
     checkpoint_every: int = spec(500, min=1, help="steps between checkpoints (and one at the end)")
     eval_every: int = spec(1000, min=1, help="steps between evaluations and figures")
     log_every: int = spec(25, min=1, help="steps between loss lines in metrics.jsonl")

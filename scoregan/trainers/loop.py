@@ -76,6 +76,8 @@ class Trainer:
         (self.run_dir / "figures").mkdir(exist_ok=True)
         dump_config(cfg, self.run_dir / "config.yaml")
 
+        if self.device.type == "cpu" and cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)  # many threads on tiny matmuls only spin
         seed = cfg.train.seed
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
