@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from scoregan._checks import closest
 from scoregan.config import register_trainer_config
-from scoregan.trainers.adversarial import NSGAN, WGANGP, AdversarialRule
+from scoregan.trainers.adversarial import FGAN, GMMN, LSGAN, MMDGAN, NSGAN, SGAN, WGANGP, AdversarialRule, HingeGAN
 from scoregan.trainers.base import StepContext, UpdateRule
 from scoregan.trainers.callbacks import Callback, StopAtStep
+from scoregan.trainers.flow_matching import FlowMatching, OTFlowMatching
+from scoregan.trainers.generator import GeneratorRule
+from scoregan.trainers.kernel_flow import KernelFlowGAN
+from scoregan.trainers.score_gan import ScoreGAN
 
-_RULES: tuple[type[UpdateRule], ...] = (NSGAN, WGANGP)
+_RULES: tuple[type[UpdateRule], ...] = (NSGAN, SGAN, LSGAN, HingeGAN, FGAN, WGANGP, MMDGAN, GMMN, ScoreGAN,
+                                        KernelFlowGAN, FlowMatching, OTFlowMatching)
 TRAINERS: dict[str, type[UpdateRule]] = {r.name: r for r in _RULES}
 for _r in _RULES:
     register_trainer_config(_r.name, _r.Config)
@@ -33,5 +38,6 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["AdversarialRule", "Callback", "NSGAN", "StepContext", "StopAtStep", "TRAINERS", "Trainer",
-           "UpdateRule", "WGANGP", "get_rule"]
+__all__ = ["AdversarialRule", "Callback", "FGAN", "FlowMatching", "GMMN", "GeneratorRule", "HingeGAN",
+           "KernelFlowGAN", "LSGAN", "MMDGAN", "NSGAN", "OTFlowMatching", "SGAN", "ScoreGAN", "StepContext",
+           "StopAtStep", "TRAINERS", "Trainer", "UpdateRule", "WGANGP", "get_rule"]

@@ -1,21 +1,35 @@
 """Adversarial baselines: a generator and a trained discriminator, backprop through D.
 
 :class:`AdversarialRule` holds the shared machinery (networks, alternating updates, n_critic,
-optional gradient penalty); a variant only states its two losses on the discriminator's raw
-outputs. Shipped here: non-saturating SGAN and WGAN-GP. The rest of the family (saturating SGAN,
-LSGAN, hinge, f-GANs, MMD-GAN) are further subclasses of the same rule.
+optional gradient penalty); a variant states its two losses on the discriminator's raw outputs.
+Each variant is a config away (``trainer.name``):
+
+    ``sgan``      saturating SGAN: D logistic; G minimises E log(1 − sigmoid(D))
+    ``nsgan``     non-saturating SGAN: G minimises −E log sigmoid(D)
+    ``lsgan``     least squares (Mao et al. 2017, a-b-c = 0-1-1), on the raw output
+    ``hinge``     hinge D loss; G minimises −E D
+    ``fgan``      f-GAN with any divergence of the core (``trainer.divergence``, ``trainer.alpha``) and any
+                  generator loss (``trainer.generator_loss``); D's raw output v estimates log r,
+                  T = divergence.activation(v)
+    ``wgan-gp``   WGAN-GP (Gulrajani et al. 2017)
+    ``mmd-gan``   MMD-GAN with learned features φ and a gradient penalty on the witness (Bińkowski et al. 2018)
+    ``gmmn``      a fixed-kernel MMD generator, no discriminator (Li et al. 2015; Dziugaite et al. 2015)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from scoregan.config import TrainerConfig, spec
-from scoregan.models import Discriminator, Generator
-from scoregan.objectives import Divergence, GeneratorLoss, divergence, generator_loss
-from scoregan.trainers.base import StepContext, UpdateRule
+from scoregan.config import ConfigError, TrainerConfig, spec
+from scoregan.models import MLP, Discriminator
+from scoregan.objectives import DIVERGENCES, GENERATOR_LOSSES, Divergence, GeneratorLoss, divergence, generator_loss
+from scoregan.trainers.base import StepContext
+from scoregan.trainers.generator import GeneratorRule
+from scoregan.trainers.kernels import KernelFields, build_kernel, mmd2
 
 
 @dataclass
@@ -23,9 +37,10 @@ class AdversarialConfig(TrainerConfig):
     n_critic: int = spec(1, min=1, help="discriminator updates per generator update")
     gp_weight: float = spec(0.0, min=0, help="weight of the gradient penalty (0 = none)")
     gp_center: float = spec(1.0, min=0, help="target gradient norm of the penalty (1: WGAN-GP, 0: zero-centred)")
+    ema: float = spec(0.0, min=0, max=0.99999, help="EMA decay of the sampling copy of G (0: sample G itself)")
 
 
-def gradient_penalty(disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor,
+def gradient_penalty(disc: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
                      rng: torch.Generator, center: float = 1.0) -> torch.Tensor:
     """E[(‖∇ₓD(x̂)‖ − center)²] on x̂ = εx + (1 − ε)x̃, ε ~ U[0, 1] per pair (Gulrajani et al. 2017)."""
     eps = torch.rand(real.shape[0], 1, generator=rng, device=real.device, dtype=real.dtype)
@@ -34,20 +49,19 @@ def gradient_penalty(disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tens
     return (grad.norm(dim=1) - center).pow(2).mean()
 
 
-class AdversarialRule(UpdateRule):
+class AdversarialRule(GeneratorRule):
     """Alternating updates: ``n_critic`` discriminator steps on fresh batches, one generator step."""
 
     Config = AdversarialConfig
 
     def build(self) -> None:
-        m, d = self.cfg.model, self.data.dim
-        g, dn = m.generator, m.discriminator
-        self.G = self.add_module("generator", Generator(m.latent_dim, d, hidden=g.hidden, activation=g.activation,
-                                                        spectral_norm=g.spectral_norm))
-        self.D = self.add_module("discriminator", Discriminator(d, hidden=dn.hidden, activation=dn.activation,
-                                                                spectral_norm=dn.spectral_norm))
-        self.opt_g = self.add_optimizer("generator", self.adam(self.G.parameters(), self.cfg.optim.lr_g))
+        self.build_generator()
+        self.D = self.add_module("discriminator", self.build_discriminator())
         self.opt_d = self.add_optimizer("discriminator", self.adam(self.D.parameters(), self.cfg.optim.lr_d))
+
+    def build_discriminator(self) -> torch.nn.Module:
+        dn = self.cfg.model.discriminator
+        return Discriminator(self.data.dim, hidden=dn.hidden, activation=dn.activation, spectral_norm=dn.spectral_norm)
 
     # The two losses of a variant, on raw discriminator outputs (N,).
     def d_loss(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
@@ -56,8 +70,13 @@ class AdversarialRule(UpdateRule):
     def g_loss(self, fake_out: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def generate(self, ctx: StepContext) -> torch.Tensor:
-        return self.G(ctx.normal(ctx.batch_size, self.cfg.model.latent_dim))
+    def penalised(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The function whose input gradient the penalty constrains (the discriminator itself by default)."""
+        return self.D
+
+    def generator_objective(self, ctx: StepContext, fake: torch.Tensor) -> torch.Tensor:
+        """What G minimises, given its batch (with graph)."""
+        return self.g_loss(self.D(fake))
 
     def step(self, ctx: StepContext) -> dict[str, float]:
         logs: dict[str, float] = {}
@@ -65,37 +84,45 @@ class AdversarialRule(UpdateRule):
             real = ctx.real()
             with torch.no_grad():
                 fake = self.generate(ctx)
-            loss_d = self.d_loss(self.D(real), self.D(fake))
+            real_out, fake_out = self.D(real), self.D(fake)
+            loss_d = self.d_loss(real_out, fake_out)
             if self.tcfg.gp_weight > 0:
-                gp = gradient_penalty(self.D, real, fake, ctx.noise_rng, self.tcfg.gp_center)
+                gp = gradient_penalty(self.penalised(real_out, fake_out), real, fake, ctx.noise_rng, self.tcfg.gp_center)
                 logs["gp"] = gp.item()
                 loss_d = loss_d + self.tcfg.gp_weight * gp
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.clip(self.D)
             self.opt_d.step()
-        fake = self.generate(ctx)
-        loss_g = self.g_loss(self.D(fake))
+        loss_g = self.generator_objective(ctx, self.generate(ctx))
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.clip(self.G)
         self.opt_g.step()
+        self.update_ema()
         logs.update(loss_d=loss_d.item(), loss_g=loss_g.item())
         return logs
 
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        z = torch.randn(n, self.cfg.model.latent_dim, generator=generator, device=self.device, dtype=self.dtype)
-        return self.G(z)
 
-
+# ------------------------------------------------------------------------------------------ f-GANs
 def fgan_discriminator_loss(div: Divergence, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
     """−(E_d T(x) − E_g f*(T(x))) with T = activation(v): the variational lower bound of D_f, negated.
 
     The raw output v estimates log r at the optimum. For ``sgan`` this is the logistic loss
-    E_d softplus(−v) + E_g softplus(v).
+    E_d softplus(−v) + E_g softplus(v) minus log 4.
     """
     return -div.activation(real_out).mean() + div.f_star_of_activation(fake_out).mean()
+
+
+def divergence_of(c: Any) -> Divergence:
+    """The divergence of a config with ``divergence`` and ``alpha`` fields."""
+    if c.divergence == "alpha":
+        if c.alpha is None:
+            raise ValueError("divergence 'alpha' needs trainer.alpha (e.g. 0.5)")
+        return divergence("alpha", alpha=c.alpha)
+    if c.alpha is not None:
+        raise ValueError(f"trainer.alpha is used only with divergence 'alpha', not {c.divergence!r}")
+    return divergence(c.divergence)
 
 
 class FGANRule(AdversarialRule):
@@ -107,8 +134,14 @@ class FGANRule(AdversarialRule):
 
     def build(self) -> None:
         super().build()
-        self.div: Divergence = divergence(self.divergence_name)
-        self.loss: GeneratorLoss = generator_loss(self.loss_name)
+        self.div: Divergence = self.make_divergence()
+        self.loss: GeneratorLoss = generator_loss(self.make_loss_name())
+
+    def make_divergence(self) -> Divergence:
+        return divergence(self.divergence_name)
+
+    def make_loss_name(self) -> str:
+        return self.loss_name
 
     def d_loss(self, real_out, fake_out):
         return fgan_discriminator_loss(self.div, real_out, fake_out)
@@ -121,6 +154,65 @@ class NSGAN(FGANRule):
     """Non-saturating SGAN: D by the logistic loss; G minimises E softplus(−v(G(z))) = −E log σ(v)."""
 
     name = "nsgan"
+
+
+class SGAN(FGANRule):
+    """Saturating SGAN (the original minimax): G minimises E log(1 − σ(v)) = −E softplus(v)."""
+
+    name = "sgan"
+    loss_name = "saturating"
+
+
+@dataclass
+class FGANConfig(AdversarialConfig):
+    divergence: str = spec("kl", choices=DIVERGENCES, help="the f-divergence D maximises the bound of")
+    alpha: float | None = spec(None, help="α of divergence 'alpha'")
+    generator_loss: str = spec("fgan", choices=GENERATOR_LOSSES, help="ℓ_G on D's output (fgan: −f*(T))")
+
+    def __post_init__(self) -> None:
+        try:
+            divergence_of(self)
+        except ValueError as exc:
+            raise ConfigError(f"trainer.divergence = {self.divergence!r}: {exc}") from None
+
+
+class FGAN(FGANRule):
+    """f-GAN with the divergence and generator loss of the config (``trainer.divergence``, ``trainer.generator_loss``)."""
+
+    name = "fgan"
+    Config = FGANConfig
+
+    def make_divergence(self) -> Divergence:
+        return divergence_of(self.tcfg)
+
+    def make_loss_name(self) -> str:
+        return self.tcfg.generator_loss
+
+
+# ------------------------------------------------------------------------------------------ others
+class LSGAN(AdversarialRule):
+    """Least-squares GAN on the raw output: D minimises ½E(D(x) − 1)² + ½E D(G(z))², G ½E(D(G(z)) − 1)².
+    The optimal D is p_d/(p_d + p_g)."""
+
+    name = "lsgan"
+
+    def d_loss(self, real_out, fake_out):
+        return 0.5 * (real_out - 1).pow(2).mean() + 0.5 * fake_out.pow(2).mean()
+
+    def g_loss(self, fake_out):
+        return 0.5 * (fake_out - 1).pow(2).mean()
+
+
+class HingeGAN(AdversarialRule):
+    """Hinge loss: D minimises E relu(1 − D(x)) + E relu(1 + D(G(z))); G minimises −E D(G(z))."""
+
+    name = "hinge"
+
+    def d_loss(self, real_out, fake_out):
+        return torch.relu(1 - real_out).mean() + torch.relu(1 + fake_out).mean()
+
+    def g_loss(self, fake_out):
+        return -fake_out.mean()
 
 
 @dataclass
@@ -140,3 +232,73 @@ class WGANGP(AdversarialRule):
 
     def g_loss(self, fake_out):
         return -fake_out.mean()
+
+
+# ------------------------------------------------------------------------------------------ MMD
+@dataclass
+class MMDGANConfig(KernelFields, AdversarialConfig):
+    n_critic: int = spec(5, min=1, help="feature-network updates per generator update")
+    gp_weight: float = spec(1.0, min=0, help="weight of the gradient penalty on the witness")
+    feature_dim: int = spec(16, min=1, help="output dimension of the learned feature map φ")
+    unbiased: bool = spec(True, help="unbiased (U-statistic) MMD² estimate")
+
+
+class MMDGAN(AdversarialRule):
+    """MMD-GAN: φ (the "discriminator", x ↦ R^feature_dim) maximises MMD²_k(φ(real), φ(fake)) minus a
+    gradient penalty on the witness f(x) = mean_j k(φ(x), φ(real_j)) − mean_j k(φ(x), φ(fake_j));
+    G minimises MMD²_k(φ(G(z)), φ(real))."""
+
+    name = "mmd-gan"
+    Config = MMDGANConfig
+
+    def build(self) -> None:
+        super().build()
+        self.kernel = build_kernel(self.tcfg)
+
+    def build_discriminator(self) -> torch.nn.Module:
+        dn = self.cfg.model.discriminator
+        return MLP(self.data.dim, self.tcfg.feature_dim, hidden=dn.hidden, activation=dn.activation,
+                   spectral_norm=dn.spectral_norm)
+
+    def d_loss(self, real_out, fake_out):
+        return -mmd2(self.kernel, real_out, fake_out, unbiased=self.tcfg.unbiased)
+
+    def penalised(self, real_out, fake_out):
+        n, m = real_out.shape[0], fake_out.shape[0]
+        centres = torch.cat([real_out, fake_out])
+        a = torch.cat([real_out.new_full((n,), 1.0 / n), fake_out.new_full((m,), -1.0 / m)])
+        return lambda x: self.kernel(self.D(x), centres) @ a
+
+    def generator_objective(self, ctx: StepContext, fake: torch.Tensor) -> torch.Tensor:
+        return mmd2(self.kernel, self.D(fake), self.D(ctx.real()), unbiased=self.tcfg.unbiased)
+
+
+@dataclass
+class GMMNConfig(KernelFields, TrainerConfig):
+    name: str = spec("gmmn", help="update rule")
+    bandwidth: list[float] | float | str = spec(default_factory=lambda: [0.5, 1.0, 2.0, 4.0],
+                                                help="gaussian / laplace bandwidth h: a number, 'median', "
+                                                     "or a list of scales (multi-scale gaussian)")
+    unbiased: bool = spec(True, help="unbiased (U-statistic) MMD² estimate")
+    ema: float = spec(0.0, min=0, max=0.99999, help="EMA decay of the sampling copy of G (0: sample G itself)")
+
+
+class GMMN(GeneratorRule):
+    """Generative moment matching network: G minimises MMD²_k(G(z), real) for a fixed kernel k."""
+
+    name = "gmmn"
+    Config = GMMNConfig
+
+    def build(self) -> None:
+        self.build_generator()
+        self.kernel = build_kernel(self.tcfg)
+
+    def step(self, ctx: StepContext) -> dict[str, float]:
+        real = ctx.real()
+        loss = mmd2(self.kernel, self.generate(ctx), real, unbiased=self.tcfg.unbiased)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.clip(self.G)
+        self.opt_g.step()
+        self.update_ema()
+        return {"loss_g": loss.item()}

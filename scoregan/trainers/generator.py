@@ -1,0 +1,84 @@
+"""What every one-step generator rule shares: the network G: z ↦ x, its optimiser, latents, sampling,
+and the flow-matching generator update (regress G(z) onto a stopped particle target).
+
+The particle view (DESIGN.md §1): a generator trained by gradient descent moves each sample x = G(z)
+along a velocity v(x). Rules that know v in closed form or from score networks (the score-matching
+GAN, the kernel flow-matching GAN) take that step explicitly: they form the stopped target
+x + η v(x) with :func:`scoregan.flows.flow_target` and regress G(z) onto it,
+
+    L(θ) = ½ mean_i ‖G_θ(z_i) − (x_i + η v(x_i))‖²,      ∇_θ L = −(η / N) Σ_i J_G(z_i)ᵀ v(x_i) at θ,
+
+so one regression step is a generator step along v; further steps on the same target
+(``inner_steps``) fit the moved particles more closely (a proximal step).
+
+A rule whose config has ``ema`` > 0 also keeps an exponential moving average of G's weights
+(module "generator_ema", updated after every generator step by :meth:`GeneratorRule.update_ema`);
+samples then come from the average, which smooths the step-to-step jitter of the mode weights.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from scoregan.models import Generator
+from scoregan.trainers.base import StepContext, UpdateRule
+from scoregan.trainers.ema import EMA
+
+
+class GeneratorRule(UpdateRule):
+    """An update rule whose model is a one-step generator G (module "generator", optimiser "generator")."""
+
+    def build_generator(self) -> Generator:
+        m = self.cfg.model
+        g = m.generator
+        self.G = self.add_module("generator", Generator(m.latent_dim, self.data.dim, hidden=g.hidden,
+                                                       activation=g.activation, spectral_norm=g.spectral_norm))
+        self.opt_g = self.add_optimizer("generator", self.adam(self.G.parameters(), self.cfg.optim.lr_g))
+        self.ema_decay = float(getattr(self.tcfg, "ema", 0.0) or 0.0)
+        self.G_ema, self._ema = None, None
+        if self.ema_decay > 0:
+            self.G_ema = self.add_module("generator_ema", copy.deepcopy(self.G))
+            self.G_ema.requires_grad_(False)
+            self._ema = EMA(self.G_ema, self.G, self.ema_decay)
+        return self.G
+
+    def update_ema(self) -> None:
+        """G_ema ← ema · G_ema + (1 − ema) · G (no-op without ``ema``); call after each generator step."""
+        if self._ema is not None:
+            self._ema.update()
+
+    def latents(self, ctx: StepContext, n: int | None = None) -> torch.Tensor:
+        """z ~ N(0, I), (n, latent_dim), from the loop's noise generator."""
+        return ctx.normal(n or ctx.batch_size, self.cfg.model.latent_dim)
+
+    def generate(self, ctx: StepContext) -> torch.Tensor:
+        return self.G(self.latents(ctx))
+
+    def regress(self, z: torch.Tensor, target: torch.Tensor, steps: int = 1, *,
+                output: torch.Tensor | None = None) -> float:
+        """``steps`` Adam steps on ½ mean_i ‖G(z_i) − target_i‖² (target stopped), then the EMA update;
+        returns the first loss.
+
+        ``output``: G(z) already computed with its graph (saves the first forward pass).
+        """
+        target = target.detach()
+        first = 0.0
+        for i in range(steps):
+            x = output if (i == 0 and output is not None) else self.G(z)
+            loss = 0.5 * (x - target).pow(2).sum(dim=1).mean()
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            self.clip(self.G)
+            self.opt_g.step()
+            if i == 0:
+                first = loss.item()
+        self.update_ema()
+        return first
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n samples (n, d) of G (of its moving average when ``ema`` > 0), latents from ``generator``."""
+        z = torch.randn(n, self.cfg.model.latent_dim, generator=generator, device=self.device, dtype=self.dtype)
+        return (self.G_ema if self.G_ema is not None else self.G)(z)

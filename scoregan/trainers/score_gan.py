@@ -1,0 +1,309 @@
+"""Score-matching GAN: the f-GAN flow written in scores and taken explicitly (DESIGN.md §1 and §3).
+
+For a divergence f and a generator loss ℓ_G the generated particles move along
+
+    v(x) = w(r(x)) (s_d(x) − s_g(x)),      (``flows.fgan_velocity``)
+
+on noise-perturbed proxies p ↦ p * N(0, σ²I) (scores of data near a manifold are ill-defined):
+
+- s_d(x, σ): a noise-conditional data score network fitted once by denoising score matching on data
+  (cached on disk, keyed by everything that determines it, so later runs reuse it), or the exact
+  score of the perturbed target when it is a Gaussian mixture (``data_score: exact``);
+- s_g(x, σ): a noise-conditional score network of the generator, fitted online by denoising score
+  matching on the generator's current samples (``score_steps`` updates per generator step);
+- for any (f, ℓ_G) whose weight w is not constant, a noise-conditional ratio network whose logit,
+  trained by the logistic loss on perturbed real against perturbed generated samples, estimates
+  log r_σ = log p_d^σ / p_g^σ (reverse KL with the f-GAN loss, or the hinge loss, has w ≡ 1 and
+  needs none).
+
+Each step perturbs the generated batch, x̃ = G(z) + σ ε, evaluates v at x̃ (the gradient of
+D_f(p_d^σ ‖ p_g^σ) with respect to the particle), and regresses G(z) onto the stopped target
+G(z) + η λ(σ) v(x̃) (``flows.flow_target``), with λ(σ) = σ² (``sigma_weighting: sigma2``; then
+λ v = σ²(s_d − s_g) is the difference of the two Tweedie denoisers, a displacement in data units),
+σ (which tilts the batch toward the small noise levels that resolve sharp modes), or 1. σ is ``fixed``, ``anneal``ed geometrically from sigma_max to sigma_min over the first
+``anneal_fraction`` of training, or drawn per sample log-uniformly in [sigma_min, sigma_max]
+(``schedule``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scoregan import flows
+from scoregan.checkpoint import save_atomic
+from scoregan.config import ConfigError, NetConfig, TrainerConfig, spec
+from scoregan.models.score_nets import EMBEDDINGS, RatioNet, ScoreNet, dsm_loss
+from scoregan.objectives import DIVERGENCES, GENERATOR_LOSSES, divergence, generator_loss
+from scoregan.objectives.divergences import Divergence
+from scoregan.trainers.adversarial import divergence_of, fgan_discriminator_loss
+from scoregan.trainers.base import StepContext
+from scoregan.trainers.generator import GeneratorRule
+
+SIGMA_MODES = ("fixed", "anneal", "schedule")
+CACHE_ENV = "SCOREGAN_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$SCOREGAN_CACHE`` or ``~/.cache/scoregan``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scoregan")
+
+
+def _score_net_config() -> NetConfig:
+    return NetConfig(hidden=[128, 128, 128], activation="silu")
+
+
+@dataclass
+class ScoreGANConfig(TrainerConfig):
+    name: str = spec("score-gan", help="update rule")
+    divergence: str = spec("reverse_kl", choices=DIVERGENCES, help="the f-divergence of the flow")
+    alpha: float | None = spec(None, help="α of divergence 'alpha'")
+    generator_loss: str = spec("fgan", choices=GENERATOR_LOSSES, help="generator loss ℓ_G: sets the weight w(r)")
+    step_size: float = spec(1.0, min=0, exclusive_min=True, help="η: targets are x + η λ(σ) v(x̃)")
+    inner_steps: int = spec(1, min=1, help="regression steps of G onto each stopped target")
+    ema: float = spec(0.0, min=0, max=0.99999, help="EMA decay of the sampling copy of G (0: sample G itself)")
+    sigma_mode: str = spec("anneal", choices=SIGMA_MODES, help="noise level: fixed, annealed, or a per-sample schedule")
+    sigma: float = spec(0.1, min=0, exclusive_min=True, help="σ when sigma_mode is fixed")
+    sigma_min: float = spec(0.05, min=0, exclusive_min=True, help="smallest σ (anneal end, schedule low end)")
+    sigma_max: float = spec(2.0, min=0, exclusive_min=True, help="largest σ (anneal start, schedule high end)")
+    anneal_fraction: float = spec(0.6, min=0, max=1, help="share of train.steps over which σ anneals")
+    sigma_levels: int | None = spec(None, min=2, help="schedule: draw σ from this many geometric levels in "
+                                                     "[sigma_min, sigma_max] (null: continuous log-uniform)")
+    sigma_weighting: str = spec("sigma2", choices=("sigma2", "sigma", "none"),
+                                help="λ(σ): σ² (the denoiser difference), σ, or 1")
+    data_score: str = spec("network", choices=("network", "exact"),
+                           help="s_d: a DSM network, or the exact perturbed score of a mixture target")
+    score_net: NetConfig = spec(default_factory=_score_net_config, help="the data score network s_d(x, σ)")
+    generator_score_net: NetConfig = spec(default_factory=_score_net_config, help="the generator score network s_g")
+    ratio_net: NetConfig = spec(default_factory=lambda: NetConfig(hidden=[128, 128, 128], activation="leaky_relu"),
+                                help="the ratio network (logit ≈ log r_σ), used when w(r) is not constant")
+    embedding: str = spec("sinusoidal", choices=EMBEDDINGS, help="noise-level embedding of the conditional nets")
+    embed_dim: int = spec(16, min=2, help="width of the sinusoidal embedding")
+    data_score_steps: int = spec(3000, min=1, help="DSM steps fitting s_d on data (once; then cached)")
+    data_score_batch: int = spec(512, min=2, help="batch of the s_d fit")
+    data_score_lr: float = spec(1e-3, min=0, exclusive_min=True, help="Adam learning rate of the s_d fit")
+    data_score_seed: int = spec(0, min=0, help="seed of the s_d fit (its init, data and noise draws)")
+    data_score_cache: str | None = spec("auto", help="directory of cached s_d fits ('auto': $SCOREGAN_CACHE or "
+                                                     "~/.cache/scoregan; null: no cache)")
+    score_steps: int = spec(1, min=1, help="DSM updates of s_g per generator step")
+    score_lr: float = spec(1e-3, min=0, exclusive_min=True, help="Adam learning rate of s_g")
+    score_warmup: int = spec(200, min=0, help="DSM updates of s_g on the initial generator before the first step")
+    ratio_steps: int = spec(1, min=1, help="updates of the ratio network per generator step")
+    ratio_lr: float = spec(1e-3, min=0, exclusive_min=True, help="Adam learning rate of the ratio network")
+
+    def __post_init__(self) -> None:
+        if self.sigma_min > self.sigma_max:
+            raise ConfigError(f"trainer.sigma_min = {self.sigma_min} must be <= trainer.sigma_max = {self.sigma_max}")
+        if self.sigma_mode == "fixed" and not (self.sigma_min <= self.sigma <= self.sigma_max):
+            raise ConfigError(f"trainer.sigma = {self.sigma} must lie in [sigma_min, sigma_max] = "
+                              f"[{self.sigma_min}, {self.sigma_max}] (the range s_d is fitted on)")
+        try:
+            divergence_of(self)
+        except ValueError as exc:
+            raise ConfigError(f"trainer.divergence = {self.divergence!r}: {exc}") from None
+
+
+def weight_is_constant(div: Divergence, loss_name: str) -> bool:
+    """Whether w(r) of (f, ℓ_G) is the same for every r (then no ratio network is needed)."""
+    u = torch.linspace(-8.0, 8.0, 33, dtype=torch.float64)
+    w = flows.weight(div, loss_name, u)
+    return bool(torch.allclose(w, w[16].expand_as(w), rtol=1e-9, atol=0.0))
+
+
+class ScoreGAN(GeneratorRule):
+    """Score-matching GAN (module doc): networks "generator", "data_score", "generator_score",
+    optionally "ratio"."""
+
+    name = "score-gan"
+    Config = ScoreGANConfig
+
+    def build(self) -> None:
+        c, d = self.tcfg, self.data.dim
+        self.build_generator()
+        self.div = divergence_of(c)
+        self.loss = generator_loss(c.generator_loss)
+        if c.data_score == "exact" and self.data.mixture is None:
+            raise ValueError(f"trainer.data_score = 'exact' needs a Gaussian-mixture target; {self.data.name!r} is not one")
+        self.s_d = self.add_module("data_score", self._score_net(c.score_net)) if c.data_score == "network" else None
+        if self.s_d is not None:
+            self.s_d.requires_grad_(False)
+        self.s_g = self.add_module("generator_score", self._score_net(c.generator_score_net))
+        self.opt_s = self.add_optimizer("generator_score", self.adam(self.s_g.parameters(), c.score_lr))
+        self.ratio = None
+        if not weight_is_constant(self.div, c.generator_loss):
+            rn = c.ratio_net
+            self.ratio = self.add_module("ratio", RatioNet(d, hidden=rn.hidden, activation=rn.activation,
+                                                           embedding=c.embedding, embed_dim=c.embed_dim))
+            self.opt_r = self.add_optimizer("ratio", self.adam(self.ratio.parameters(), c.ratio_lr))
+        self.sgan = divergence("sgan")
+        self.ready = False  # s_d fitted (or loaded) and s_g warmed up: done in the first step
+
+    def _score_net(self, net: NetConfig) -> ScoreNet:
+        return ScoreNet(self.data.dim, hidden=net.hidden, activation=net.activation, embedding=self.tcfg.embedding,
+                        embed_dim=self.tcfg.embed_dim)
+
+    # -- noise levels ------------------------------------------------------------------------------
+    def sigmas(self, ctx: StepContext, n: int) -> torch.Tensor:
+        """σ per sample (n,) for this step (``sigma_mode``)."""
+        c = self.tcfg
+        if c.sigma_mode == "fixed":
+            return torch.full((n,), c.sigma, device=self.device, dtype=self.dtype)
+        if c.sigma_mode == "anneal":
+            horizon = max(1.0, c.anneal_fraction * self.cfg.train.steps)
+            frac = min(1.0, (ctx.step - 1) / horizon)
+            s = c.sigma_max * (c.sigma_min / c.sigma_max) ** frac
+            return torch.full((n,), s, device=self.device, dtype=self.dtype)
+        if c.sigma_levels is not None:
+            levels = torch.logspace(math.log10(c.sigma_min), math.log10(c.sigma_max), c.sigma_levels,
+                                    device=self.device, dtype=self.dtype)
+            idx = torch.randint(0, c.sigma_levels, (n,), generator=ctx.noise_rng, device=self.device)
+            return levels[idx]
+        return log_uniform(n, c.sigma_min, c.sigma_max, ctx.noise_rng, self.device, self.dtype)
+
+    # -- the data score ----------------------------------------------------------------------------
+    def data_score(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """s_d(x, σ) (N, d): the fitted network, or the exact score of the perturbed mixture."""
+        if self.s_d is not None:
+            return self.s_d(x, sigma)
+        out = torch.empty_like(x)
+        for s in torch.unique(sigma):
+            idx = sigma == s
+            out[idx] = self.data.mixture.perturbed(float(s)).score(x[idx])
+        return out
+
+    def data_score_key(self) -> str:
+        """A digest of everything that determines the s_d fit (target, network, σ range, optimisation)."""
+        c = self.tcfg
+        desc = {"data": self.data.name, "params": self.data.params(), "net": asdict(c.score_net),
+                "embedding": c.embedding, "embed_dim": c.embed_dim, "sigma": [c.sigma_min, c.sigma_max],
+                "steps": c.data_score_steps, "batch": c.data_score_batch, "lr": c.data_score_lr,
+                "betas": [self.cfg.optim.beta1, self.cfg.optim.beta2], "seed": c.data_score_seed,
+                "dtype": str(self.dtype), "device": self.device.type, "version": 3}
+        return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+    def data_score_path(self) -> Path | None:
+        cache = self.tcfg.data_score_cache
+        if cache is None:
+            return None
+        root = default_cache_dir() if cache == "auto" else Path(cache)
+        return root / "data_scores" / f"{self.data.name}-{self.data_score_key()}.pt"
+
+    def fit_data_score(self) -> dict[str, float]:
+        """Fit s_d by DSM on fresh data (its own seeded init and draws), or load the cached fit."""
+        path = self.data_score_path()
+        if path is not None and path.is_file():
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            self.s_d.load_state_dict(state["weights"])
+            return {"data_score_loss": float(state["loss"]), "data_score_cached": 1.0}
+        c = self.tcfg
+        with torch.random.fork_rng(devices=[]):  # the init draws on the CPU generator; the run's stays untouched
+            torch.manual_seed(c.data_score_seed)
+            net = self._score_net(c.score_net).to(device=self.device, dtype=self.dtype)
+        opt = self.adam(net.parameters(), c.data_score_lr)
+        data_rng = torch.Generator().manual_seed(c.data_score_seed + 1)
+        noise_rng = torch.Generator(device=self.device).manual_seed(c.data_score_seed + 2)
+        tail = []
+        for i in range(c.data_score_steps):
+            x = self.data.sample(c.data_score_batch, generator=data_rng).to(self.device, self.dtype)
+            sig = log_uniform(x.shape[0], c.sigma_min, c.sigma_max, noise_rng, self.device, self.dtype)
+            eps = torch.randn(x.shape, generator=noise_rng, device=self.device, dtype=self.dtype)
+            loss = dsm_loss(net, x, sig, eps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i >= c.data_score_steps - 100:
+                tail.append(loss.item())
+        mean_loss = sum(tail) / len(tail)
+        self.s_d.load_state_dict(net.state_dict())
+        if path is not None:
+            save_atomic({"weights": self.s_d.state_dict(), "loss": mean_loss}, path)
+        return {"data_score_loss": mean_loss, "data_score_cached": 0.0}
+
+    # -- the online networks -----------------------------------------------------------------------
+    def perturb(self, ctx: StepContext, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = ctx.normal(x.shape[0], x.shape[1])
+        return x + sigma[:, None] * eps, eps
+
+    def fit_generator_score(self, ctx: StepContext, steps: int) -> float:
+        """``steps`` DSM updates of s_g on fresh generated batches; returns the last loss."""
+        loss = torch.zeros(())
+        for _ in range(steps):
+            with torch.no_grad():
+                x = self.generate(ctx)
+            sig = self.sigmas(ctx, x.shape[0])
+            loss = dsm_loss(self.s_g, x, sig, ctx.normal(x.shape[0], x.shape[1]))
+            self.opt_s.zero_grad(set_to_none=True)
+            loss.backward()
+            self.clip(self.s_g)
+            self.opt_s.step()
+        return loss.item()
+
+    def fit_ratio(self, ctx: StepContext) -> float:
+        """Logistic-loss updates of the ratio network on perturbed real vs generated: logit → log r_σ."""
+        loss = torch.zeros(())
+        for _ in range(self.tcfg.ratio_steps):
+            real = ctx.real()
+            with torch.no_grad():
+                fake = self.generate(ctx)
+            sig = self.sigmas(ctx, real.shape[0])
+            real_t, _ = self.perturb(ctx, real, sig)
+            fake_t, _ = self.perturb(ctx, fake, sig)
+            loss = fgan_discriminator_loss(self.sgan, self.ratio(real_t, sig), self.ratio(fake_t, sig))
+            self.opt_r.zero_grad(set_to_none=True)
+            loss.backward()
+            self.clip(self.ratio)
+            self.opt_r.step()
+        return loss.item()
+
+    # -- the generator -----------------------------------------------------------------------------
+    def velocity(self, x_noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """λ(σ) w(r_σ) (s_d − s_g) at the perturbed particles x̃ (N, d), from ``flows.fgan_velocity``."""
+        with torch.no_grad():
+            sd = self.data_score(x_noisy, sigma)
+            sg = self.s_g(x_noisy, sigma)
+            log_r = self.ratio(x_noisy, sigma) if self.ratio is not None else torch.zeros_like(sigma)
+            v = flows.fgan_velocity(sd, sg, log_r, self.div, self.loss)
+        power = {"sigma2": 2, "sigma": 1, "none": 0}[self.tcfg.sigma_weighting]
+        return v * sigma[:, None] ** power if power else v
+
+    def step(self, ctx: StepContext) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        if not self.ready:
+            if self.s_d is not None:
+                logs.update(self.fit_data_score())
+            if self.tcfg.score_warmup:
+                self.fit_generator_score(ctx, self.tcfg.score_warmup)
+            self.ready = True
+        logs["loss_sg"] = self.fit_generator_score(ctx, self.tcfg.score_steps)
+        if self.ratio is not None:
+            logs["loss_ratio"] = self.fit_ratio(ctx)
+        z = self.latents(ctx)
+        out = self.G(z)
+        x = out.detach()
+        sigma = self.sigmas(ctx, x.shape[0])
+        x_noisy, _ = self.perturb(ctx, x, sigma)
+        v = self.velocity(x_noisy, sigma)
+        target = flows.flow_target(x, v, self.tcfg.step_size)
+        logs["loss_g"] = self.regress(z, target, self.tcfg.inner_steps, output=out)
+        logs["sigma"] = sigma.mean().item()
+        return logs
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"ready": self.ready}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.ready = bool(state.get("ready", False))
+
+
+def log_uniform(n: int, lo: float, hi: float, rng: torch.Generator, device: torch.device,
+                dtype: torch.dtype) -> torch.Tensor:
+    """n draws (n,) of σ with log σ uniform on [log lo, log hi]."""
+    u = torch.rand(n, generator=rng, device=device, dtype=dtype)
+    return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
