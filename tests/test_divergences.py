@@ -20,14 +20,6 @@ F64 = torch.float64
 U = torch.linspace(-30, 30, 6001, dtype=F64)  # log r grid
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is much faster than several on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def t64(x):
     return torch.as_tensor(x, dtype=F64)

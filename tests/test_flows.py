@@ -24,14 +24,6 @@ PAIR_IDS = [f"{d!r}-{l}" for d, l in PAIRS]
 U = torch.linspace(-30, 30, 6001, dtype=F64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is much faster than several on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_mixture(g: torch.Generator, d: int, K: int, kind: str) -> GaussianMixture:
     means = (1.5 / math.sqrt(d)) * torch.randn(K, d, generator=g, dtype=F64)

@@ -14,14 +14,6 @@ from scoregan.scores.gaussian_mixture import GaussianMixture
 KINDS = ("scalar", "isotropic", "diagonal", "full")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is much faster than several on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_mixture(kind: str, d: int, K: int, seed: int, dtype=torch.float64) -> GaussianMixture:
     g = torch.Generator().manual_seed(seed)

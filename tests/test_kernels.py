@@ -45,14 +45,6 @@ CASES = [
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items())}" for n, p, _ in CASES]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are small: one intra-op thread is faster and does not fight other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)

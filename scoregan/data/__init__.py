@@ -42,7 +42,6 @@ DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry(digits_dataset, ()),
     "npz": DatasetEntry(npz_dataset, ("path", "key")),
 }
-_ALWAYS = ("name", "key", "seed")  # fields with a value always present
 
 
 def _kwargs(cfg) -> dict:
