@@ -120,10 +120,13 @@ class Entry:
         return float(math.sqrt(sum((w - m) ** 2 for w in self.w2_draws) / len(self.w2_draws)))
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain JSON data (a diverged run, with non-finite samples, has W2 None)."""
+        finite = all(math.isfinite(w) for w in self.w2_draws)
         return {"target": self.target, "trainer": self.trainer, "seed": self.seed, "steps": self.steps,
                 "batch_size": self.batch_size, "train_wall_s": self.train_wall_s, "train_cpu_s": self.train_cpu_s,
-                "sample_wall_s": self.sample_wall_s, "nfe": self.nfe, "w2_mean": self.w2_mean,
-                "w2_std": self.w2_std, "w2_draws": self.w2_draws, **self.report}
+                "sample_wall_s": self.sample_wall_s, "nfe": self.nfe,
+                "w2_mean": self.w2_mean if finite else None, "w2_std": self.w2_std if finite else None,
+                "w2_draws": self.w2_draws if finite else None, **self.report}
 
 
 def _draws(sample: Callable[[int, torch.Generator], torch.Tensor], data: Dataset, *, n: int, n_draws: int,
@@ -249,7 +252,6 @@ def run_toy_benchmark(targets: Sequence[str] = DEFAULT_TARGETS, trainers: Sequen
     """
     import torch
 
-    from scoregan.data import make_dataset
 
     for t in targets:
         if t not in TARGETS:
@@ -258,14 +260,27 @@ def run_toy_benchmark(targets: Sequence[str] = DEFAULT_TARGETS, trainers: Sequen
     for tr in trainers:
         if tr not in known and not (CONFIG_DIR / f"8gaussians-{tr}.yaml").is_file():
             raise ValueError(f"trainer {tr!r} is not in the benchmark; allowed: {', '.join(known)}")
+    previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    try:
+        return _run(targets, trainers, Path(json_path), markdown_path, figure_path, steps, batch_size, seeds,
+                    n_samples, n_draws, torchcfm, overrides, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(targets, trainers, json_path, markdown_path, figure_path, steps, batch_size, seeds, n_samples, n_draws,
+         torchcfm, overrides, log) -> dict[str, Any]:
+    import torch
+
+    from scoregan.data import make_dataset
+
     use_cfm = torchcfm_available() if torchcfm is None else torchcfm
     if use_cfm and not torchcfm_available():
         raise ValueError("torchcfm=True but TorchCFM is not installed (pip install 'scoregan[bench]')")
     ours = [t for t in trainers if t not in TORCHCFM_TRAINERS]
     theirs = [t for t in trainers if t in TORCHCFM_TRAINERS] or (list(TORCHCFM_TRAINERS) if use_cfm else [])
-    json_path = Path(json_path)
     md_path = Path(markdown_path) if markdown_path else json_path.with_suffix(".md")
     fig_path = Path(figure_path) if figure_path else json_path.with_suffix(".png")
     budget = [*(["train.steps=" + str(steps)] if steps else []),
@@ -284,7 +299,7 @@ def run_toy_benchmark(targets: Sequence[str] = DEFAULT_TARGETS, trainers: Sequen
                     entry, x = _run_scoregan(target, trainer, seed, budget, Path(tmp) / f"{target}-{trainer}-{seed}",
                                              n_samples, n_draws)
                     entries.append(entry)
-                    figure.setdefault((target, trainer), (x[:1000], ref))
+                    figure.setdefault((target, trainer), (x, ref))
                     log(_line(entry))
                 for variant in theirs:
                     cfg = config_for(target, "cfm", budget)
@@ -292,9 +307,11 @@ def run_toy_benchmark(targets: Sequence[str] = DEFAULT_TARGETS, trainers: Sequen
                                              batch_size=cfg.train.batch_size, sigma=cfg.trainer.sigma, n=n_samples,
                                              n_draws=n_draws)
                     entries.append(entry)
-                    figure.setdefault((target, variant), (x[:1000], ref))
+                    figure.setdefault((target, variant), (x, ref))
                     log(_line(entry))
     payload = {
+        "samples": {f"{t}/{tr}": _points(x) for (t, tr), (x, _) in figure.items()},
+        "reference": {t: _points(ref) for (t, _), (_, ref) in figure.items()},
         "settings": {"targets": list(targets), "trainers": ours + theirs, "steps": steps, "batch_size": batch_size,
                      "seeds": list(seeds), "n_samples": n_samples, "n_draws": n_draws, "overrides": list(overrides),
                      "threads": torch.get_num_threads()},
@@ -304,12 +321,47 @@ def run_toy_benchmark(targets: Sequence[str] = DEFAULT_TARGETS, trainers: Sequen
         "floor": floors,
         "rows": [e.as_dict() for e in entries],
     }
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(payload, indent=1))
-    md_path.write_text(markdown_table(payload))
-    plot_grid(figure, list(targets), ours + theirs, fig_path)
+    write_results(payload, json_path, md_path, fig_path)
     log(f"wrote {json_path}, {md_path}, {fig_path}")
     return payload
+
+
+def _points(x, n: int = 400) -> list[list[float]]:
+    """The first n samples' first two coordinates, rounded (for the figure grid kept in the JSON)."""
+    return [[round(float(a), 3), round(float(b), 3)] for a, b in x[:n, :2].tolist()]
+
+
+def write_results(payload: dict[str, Any], json_path: str | Path, md_path: str | Path | None = None,
+                  fig_path: str | Path | None = None) -> None:
+    """Write a benchmark payload as JSON, its Markdown table and its figure grid (paths default to
+    ``json_path`` with ``.md`` / ``.png``)."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(payload, indent=1))
+    Path(md_path or json_path.with_suffix(".md")).write_text(markdown_table(payload))
+    targets = list(dict.fromkeys(r["target"] for r in payload["rows"]))
+    trainers = list(dict.fromkeys(r["trainer"] for r in payload["rows"]))
+    plot_grid(payload, targets, trainers, fig_path or json_path.with_suffix(".png"))
+
+
+def merge_results(json_paths: Sequence[str | Path], json_out: str | Path) -> dict[str, Any]:
+    """Merge benchmark JSON files (rows, floors, samples; the first file's settings, with the union of
+    targets, trainers and seeds) into one, and write it with its table and figure."""
+    payloads = [json.loads(Path(p).read_text()) for p in json_paths]
+    out = dict(payloads[0])
+    out["rows"] = [r for p in payloads for r in p["rows"]]
+    for r in out["rows"]:  # a diverged run: W2 None (older files wrote non-finite numbers)
+        if r.get("w2_draws") and not all(math.isfinite(w) for w in r["w2_draws"]):
+            r.update(w2_mean=None, w2_std=None, w2_draws=None)
+    out["floor"] = list({f["target"]: f for p in payloads for f in p["floor"]}.values())
+    out["samples"] = {k: v for p in payloads for k, v in p.get("samples", {}).items()}
+    out["reference"] = {k: v for p in payloads for k, v in p.get("reference", {}).items()}
+    settings = dict(out["settings"])
+    for key in ("targets", "trainers", "seeds"):
+        settings[key] = list(dict.fromkeys(v for p in payloads for v in p["settings"][key]))
+    out["settings"] = settings
+    write_results(out, json_out)
+    return out
 
 
 def _version(pkg: str) -> str | None:
@@ -322,6 +374,8 @@ def _version(pkg: str) -> str | None:
 
 
 def _line(e: Entry) -> str:
+    if "nonfinite_samples" in e.report:
+        return f"{e.target:>12} {e.trainer:>16} seed {e.seed}: diverged ({e.report['nonfinite_samples']} non-finite samples)"
     modes = f" modes {e.report.get('modes_covered')}/{e.report.get('n_modes')} hq {e.report.get('hq_fraction', 0):.3f}" \
         if "modes_covered" in e.report else ""
     return (f"{e.target:>12} {e.trainer:>16} seed {e.seed}: W2 {e.w2_mean:.3f} ± {e.w2_std:.3f}{modes} "
@@ -354,8 +408,12 @@ def markdown_table(payload: dict[str, Any]) -> str:
                    + ("| | " if mixture else "") + "| | |")
         for trainer in dict.fromkeys(r["trainer"] for r in sub):
             rs = [r for r in sub if r["trainer"] == trainer]
-            draws = [w for r in rs for w in r["w2_draws"]]
-            cells = [trainer, f"{np.mean(draws):.3f} ± {np.std(draws):.3f}",
+            draws = [w for r in rs for w in (r["w2_draws"] or [])]
+            diverged = sum(r["w2_draws"] is None for r in rs)
+            w2 = f"{np.mean(draws):.3f} ± {np.std(draws):.3f}" if draws else ""
+            if diverged:
+                w2 = (w2 + "; " if w2 else "") + f"diverged ({diverged} of {len(rs)} runs: non-finite samples)"
+            cells = [trainer, w2,
                      _mean(rs, "sliced_w2", "{:.3f}"), _mean(rs, "mmd2", "{:.2e}")]
             if mixture:
                 cells += ["/".join(str(r.get("modes_covered", "–")) for r in rs) + f" of {rs[0].get('n_modes', '?')}",
@@ -372,9 +430,9 @@ def _mean(rows: list[dict[str, Any]], key: str, fmt: str) -> str:
     return fmt.format(sum(vals) / len(vals)) if vals else "–"
 
 
-def plot_grid(samples: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]], targets: list[str],
-              trainers: list[str], path: str | Path) -> Path:
-    """Scatter of each (trainer, target)'s samples (first two coordinates) over the target's, in a grid."""
+def plot_grid(payload: dict[str, Any], targets: list[str], trainers: list[str], path: str | Path) -> Path:
+    """Scatter of each (trainer, target)'s samples (first two coordinates, as kept in the payload) over the
+    target's, in a grid: rows trainers, columns targets."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -387,11 +445,12 @@ def plot_grid(samples: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]],
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
-            if (target, trainer) in samples:
-                x, ref = samples[(target, trainer)]
-                lim = float(ref[:, :2].abs().max()) * 1.3
-                ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.8")
-                ax.scatter(x[:, 0], x[:, 1], s=1, c="C0")
+            key = f"{target}/{trainer}"
+            if key in payload.get("samples", {}):
+                x, ref = payload["samples"][key], payload["reference"][target]
+                lim = max(abs(v) for p in ref for v in p) * 1.3
+                ax.scatter([p[0] for p in ref], [p[1] for p in ref], s=1, c="0.8")
+                ax.scatter([p[0] for p in x], [p[1] for p in x], s=1, c="C0")
                 ax.set_xlim(-lim, lim)
                 ax.set_ylim(-lim, lim)
             if i == 0:

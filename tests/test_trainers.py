@@ -308,6 +308,14 @@ def test_score_gan_target_is_x_plus_eta_sigma2_w_score_difference(div, loss, nee
     assert torch.allclose(target, expected, rtol=1e-9, atol=1e-12)
 
 
+def test_score_gan_noise_level_weights():
+    sig = torch.tensor([0.1, 0.5, 1.0, 3.0], dtype=F64)
+    for extra, want in [([], sig**2), (["trainer.sigma_pivot=1.0"], sig * torch.tensor([1.0, 1.0, 1.0, 3.0], dtype=F64)),
+                        (["trainer.sigma_weighting=sigma"], sig), (["trainer.sigma_weighting=none"], torch.ones(4, dtype=F64))]:
+        rule, _, _ = rule_for("score-gan", *extra)
+        assert torch.allclose(rule.sigma_weight(sig), want)
+
+
 def test_score_gan_sigma_modes():
     rule, cfg, data = rule_for("score-gan", "trainer.sigma_mode=anneal", "trainer.sigma_max=2.0",
                                "trainer.sigma_min=0.1", "trainer.anneal_fraction=0.5", "train.steps=100")
@@ -318,6 +326,11 @@ def test_score_gan_sigma_modes():
     draws = rule.sigmas(make_ctx(cfg, data), 20_000)
     assert draws.min() >= 0.1 and draws.max() <= 2.0
     assert torch.log(draws).mean().item() == pytest.approx(0.5 * (math.log(0.1) + math.log(2.0)), abs=0.02)
+    assert torch.log(draws).std().item() == pytest.approx(math.log(20.0) / math.sqrt(12), rel=0.03)  # uniform in log
+    rule, cfg, data = rule_for("score-gan", "trainer.sigma_mode=schedule", "trainer.sigma_max=8.0",
+                               "trainer.sigma_min=0.5", "trainer.sigma_levels=4")
+    levels = torch.unique(rule.sigmas(make_ctx(cfg, data), 1000))
+    assert torch.allclose(levels, torch.tensor([0.5, 0.5 * 16 ** (1 / 3), 0.5 * 16 ** (2 / 3), 8.0], dtype=F64))
 
 
 def test_data_score_is_fitted_once_and_reused(tmp_path):
@@ -461,3 +474,24 @@ def test_resume_is_bit_identical(tmp_path, name):
         assert torch.equal(v, b["extra"][key]) if isinstance(v, torch.Tensor) else v == b["extra"][key]
     rows = [(tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("straight", "resumed")]
     assert [json.loads(r) for r in rows[0]] == [json.loads(r) for r in rows[1]]
+
+
+# ------------------------------------------------------------------------------- the toy benchmark
+def test_toy_benchmark_writes_its_table_and_merges(tmp_path):
+    from scoregan.bench_toy import merge_results, run_toy_benchmark
+
+    kw = {"steps": 3, "batch_size": 16, "n_samples": 60, "n_draws": 2, "torchcfm": False, "log": lambda s: None,
+          "overrides": ["model.generator.hidden=[8]", "model.discriminator.hidden=[8]"]}
+    a = run_toy_benchmark(["8gaussians"], ["gmmn"], tmp_path / "a.json", **kw)
+    run_toy_benchmark(["swiss_roll"], ["kernel-flow"], tmp_path / "b.json", **kw)
+    (row,) = a["rows"]
+    assert row["trainer"] == "gmmn" and row["steps"] == 3 and len(row["w2_draws"]) == 2 and row["nfe"] == 1
+    assert row["w2_mean"] == pytest.approx(sum(row["w2_draws"]) / 2) and row["train_cpu_s"] > 0
+    assert {"sliced_w2", "mmd2", "modes_covered", "hq_fraction"} <= set(row)
+    merged = merge_results([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "all.json")
+    assert [r["target"] for r in merged["rows"]] == ["8gaussians", "swiss_roll"]
+    md = (tmp_path / "all.md").read_text()
+    assert "## 8gaussians" in md and "## swiss_roll" in md and "| gmmn |" in md and "| kernel-flow |" in md
+    assert (tmp_path / "all.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="not a benchmark target"):
+        run_toy_benchmark(["moons"], ["gmmn"], tmp_path / "c.json", **kw)

@@ -71,13 +71,22 @@ class SinusoidalEmbedding(nn.Module):
 
 
 class ConditionalMLP(nn.Module):
-    """(x (N, in_dim), c (N,) or scalar) ↦ MLP([x, e(c)]) (N, out_dim)."""
+    """(x (N, in_dim), c (N,) or scalar) ↦ MLP([x, φ(x), e(c)]) (N, out_dim).
+
+    φ(x) = [sin(2π x Bᵀ), cos(2π x Bᵀ)] (N, 2F) are optional random Fourier features of the input
+    (``fourier`` = F > 0; B (F, in_dim) ~ N(0, fourier_scale²), fixed at construction and kept as a
+    buffer): they let a small MLP represent structure much finer than the data's extent (Tancik et al.
+    2020), e.g. the score of sharp mixture modes at small noise levels.
+    """
 
     def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int] = (128, 128, 128), activation: str = "silu",
-                 embedding: str = "sinusoidal", embed_dim: int = 16, min_freq: float = 1.0, max_freq: float = 64.0):
+                 embedding: str = "sinusoidal", embed_dim: int = 16, min_freq: float = 1.0, max_freq: float = 64.0,
+                 fourier: int = 0, fourier_scale: float = 1.0):
         super().__init__()
         check_choice("embedding", embedding, EMBEDDINGS)
         check_int("in_dim", in_dim, minimum=1)
+        check_int("fourier", fourier, minimum=0)
+        check_positive("fourier_scale", fourier_scale)
         if embedding == "raw":
             self.embed: nn.Module = nn.Identity()
             e_dim = 1
@@ -85,7 +94,10 @@ class ConditionalMLP(nn.Module):
             self.embed = SinusoidalEmbedding(embed_dim, min_freq, max_freq)
             e_dim = embed_dim
         self.in_dim, self.out_dim = in_dim, out_dim
-        self.body = MLP(in_dim + e_dim, out_dim, hidden=hidden, activation=activation)
+        self.fourier = fourier
+        if fourier:
+            self.register_buffer("fourier_matrix", fourier_scale * torch.randn(fourier, in_dim))
+        self.body = MLP(in_dim + 2 * fourier + e_dim, out_dim, hidden=hidden, activation=activation)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | float) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.in_dim:
@@ -94,7 +106,11 @@ class ConditionalMLP(nn.Module):
         e = self.embed(c)
         if e.ndim == 1:
             e = e[:, None]
-        return self.body(torch.cat([x, e], dim=1))
+        parts = [x, e]
+        if self.fourier:
+            proj = (2 * math.pi) * x @ self.fourier_matrix.T
+            parts = [x, torch.sin(proj), torch.cos(proj), e]
+        return self.body(torch.cat(parts, dim=1))
 
 
 class ScoreNet(nn.Module):
@@ -104,10 +120,11 @@ class ScoreNet(nn.Module):
     """
 
     def __init__(self, dim: int, hidden: Sequence[int] = (128, 128, 128), activation: str = "silu",
-                 embedding: str = "sinusoidal", embed_dim: int = 16):
+                 embedding: str = "sinusoidal", embed_dim: int = 16, fourier: int = 0, fourier_scale: float = 1.0):
         super().__init__()
         self.dim = dim
-        self.net = ConditionalMLP(dim, dim, hidden, activation, embedding, embed_dim, min_freq=0.25, max_freq=8.0)
+        self.net = ConditionalMLP(dim, dim, hidden, activation, embedding, embed_dim, min_freq=0.25, max_freq=8.0,
+                                  fourier=fourier, fourier_scale=fourier_scale)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         sig = _condition(sigma, x.shape[0], x)

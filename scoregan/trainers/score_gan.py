@@ -19,8 +19,9 @@ on noise-perturbed proxies p ↦ p * N(0, σ²I) (scores of data near a manifold
 Each step perturbs the generated batch, x̃ = G(z) + σ ε, evaluates v at x̃ (the gradient of
 D_f(p_d^σ ‖ p_g^σ) with respect to the particle), and regresses G(z) onto the stopped target
 G(z) + η λ(σ) v(x̃) (``flows.flow_target``), with λ(σ) = σ² (``sigma_weighting: sigma2``; then
-λ v = σ²(s_d − s_g) is the difference of the two Tweedie denoisers, a displacement in data units),
-σ (which tilts the batch toward the small noise levels that resolve sharp modes), or 1. σ is ``fixed``, ``anneal``ed geometrically from sigma_max to sigma_min over the first
+λ v = σ²(s_d − s_g) is the difference of the two Tweedie denoisers, a displacement in data units;
+with ``sigma_pivot`` p, σ·max(σ, p): the levels below p, which resolve sharp modes, count more),
+σ, or 1. σ is ``fixed``, ``anneal``ed geometrically from sigma_max to sigma_min over the first
 ``anneal_fraction`` of training, or drawn per sample log-uniformly in [sigma_min, sigma_max]
 (``schedule``).
 """
@@ -78,6 +79,8 @@ class ScoreGANConfig(TrainerConfig):
                                                      "[sigma_min, sigma_max] (null: continuous log-uniform)")
     sigma_weighting: str = spec("sigma2", choices=("sigma2", "sigma", "none"),
                                 help="λ(σ): σ² (the denoiser difference), σ, or 1")
+    sigma_pivot: float | None = spec(None, min=0, exclusive_min=True,
+                                     help="with sigma2: λ = σ·pivot below σ = pivot (boosts the sharpening levels)")
     data_score: str = spec("network", choices=("network", "exact"),
                            help="s_d: a DSM network, or the exact perturbed score of a mixture target")
     score_net: NetConfig = spec(default_factory=_score_net_config, help="the data score network s_d(x, σ)")
@@ -86,6 +89,8 @@ class ScoreGANConfig(TrainerConfig):
                                 help="the ratio network (logit ≈ log r_σ), used when w(r) is not constant")
     embedding: str = spec("sinusoidal", choices=EMBEDDINGS, help="noise-level embedding of the conditional nets")
     embed_dim: int = spec(16, min=2, help="width of the sinusoidal embedding")
+    fourier_features: int = spec(0, min=0, help="random Fourier features of x in the score networks (0: none)")
+    fourier_scale: float = spec(1.0, min=0, exclusive_min=True, help="std of their frequencies (cycles per unit)")
     data_score_steps: int = spec(3000, min=1, help="DSM steps fitting s_d on data (once; then cached)")
     data_score_batch: int = spec(512, min=2, help="batch of the s_d fit")
     data_score_lr: float = spec(1e-3, min=0, exclusive_min=True, help="Adam learning rate of the s_d fit")
@@ -146,8 +151,9 @@ class ScoreGAN(GeneratorRule):
         self.ready = False  # s_d fitted (or loaded) and s_g warmed up: done in the first step
 
     def _score_net(self, net: NetConfig) -> ScoreNet:
-        return ScoreNet(self.data.dim, hidden=net.hidden, activation=net.activation, embedding=self.tcfg.embedding,
-                        embed_dim=self.tcfg.embed_dim)
+        c = self.tcfg
+        return ScoreNet(self.data.dim, hidden=net.hidden, activation=net.activation, embedding=c.embedding,
+                        embed_dim=c.embed_dim, fourier=c.fourier_features, fourier_scale=c.fourier_scale)
 
     # -- noise levels ------------------------------------------------------------------------------
     def sigmas(self, ctx: StepContext, n: int) -> torch.Tensor:
@@ -182,7 +188,8 @@ class ScoreGAN(GeneratorRule):
         """A digest of everything that determines the s_d fit (target, network, σ range, optimisation)."""
         c = self.tcfg
         desc = {"data": self.data.name, "params": self.data.params(), "net": asdict(c.score_net),
-                "embedding": c.embedding, "embed_dim": c.embed_dim, "sigma": [c.sigma_min, c.sigma_max],
+                "embedding": c.embedding, "embed_dim": c.embed_dim,
+                "fourier": [c.fourier_features, c.fourier_scale], "sigma": [c.sigma_min, c.sigma_max],
                 "steps": c.data_score_steps, "batch": c.data_score_batch, "lr": c.data_score_lr,
                 "betas": [self.cfg.optim.beta1, self.cfg.optim.beta2], "seed": c.data_score_seed,
                 "dtype": str(self.dtype), "device": self.device.type, "version": 3}
@@ -270,8 +277,14 @@ class ScoreGAN(GeneratorRule):
             sg = self.s_g(x_noisy, sigma)
             log_r = self.ratio(x_noisy, sigma) if self.ratio is not None else torch.zeros_like(sigma)
             v = flows.fgan_velocity(sd, sg, log_r, self.div, self.loss)
-        power = {"sigma2": 2, "sigma": 1, "none": 0}[self.tcfg.sigma_weighting]
-        return v * sigma[:, None] ** power if power else v
+        return v * self.sigma_weight(sigma)[:, None]
+
+    def sigma_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """λ(σ) (N,): σ², σ or 1 (``sigma_weighting``); with ``sigma_pivot`` p, σ² becomes σ · max(σ, p)."""
+        c = self.tcfg
+        if c.sigma_weighting == "sigma2":
+            return sigma * (sigma if c.sigma_pivot is None else sigma.clamp(min=c.sigma_pivot))
+        return sigma if c.sigma_weighting == "sigma" else torch.ones_like(sigma)
 
     def step(self, ctx: StepContext) -> dict[str, float]:
         logs: dict[str, float] = {}
