@@ -321,6 +321,11 @@ def test_score_gan_sigma_modes():
                                "trainer.sigma_min=0.1", "trainer.anneal_fraction=0.5", "train.steps=100")
     s = [rule.sigmas(make_ctx(cfg, data, step=k), 3)[0].item() for k in (1, 26, 51, 101)]
     assert s[0] == pytest.approx(2.0) and s[1] == pytest.approx(math.sqrt(0.2)) and s[2] == s[3] == pytest.approx(0.1)
+    rule, cfg, data = rule_for("score-gan", "trainer.sigma_mode=progressive", "trainer.sigma_max=2.0",
+                               "trainer.sigma_min=0.1", "trainer.anneal_fraction=0.5", "train.steps=100")
+    for step, low in ((1, 2.0), (26, math.sqrt(0.2)), (90, 0.1)):  # log-uniform on [σ_lo(t), σ_max]
+        d = rule.sigmas(make_ctx(cfg, data, step=step), 4000)
+        assert d.min() >= low - 1e-9 and d.max() <= 2.0 + 1e-9 and d.min() < low * 1.01
     rule, cfg, data = rule_for("score-gan", "trainer.sigma_mode=schedule", "trainer.sigma_max=2.0",
                                "trainer.sigma_min=0.1")
     draws = rule.sigmas(make_ctx(cfg, data), 20_000)

@@ -48,7 +48,7 @@ from scoregan.trainers.adversarial import divergence_of, fgan_discriminator_loss
 from scoregan.trainers.base import StepContext
 from scoregan.trainers.generator import GeneratorRule
 
-SIGMA_MODES = ("fixed", "anneal", "schedule")
+SIGMA_MODES = ("fixed", "anneal", "schedule", "progressive")
 CACHE_ENV = "SCOREGAN_CACHE"
 
 
@@ -70,11 +70,13 @@ class ScoreGANConfig(TrainerConfig):
     step_size: float = spec(1.0, min=0, exclusive_min=True, help="η: targets are x + η λ(σ) v(x̃)")
     inner_steps: int = spec(1, min=1, help="regression steps of G onto each stopped target")
     ema: float = spec(0.0, min=0, max=0.99999, help="EMA decay of the sampling copy of G (0: sample G itself)")
-    sigma_mode: str = spec("anneal", choices=SIGMA_MODES, help="noise level: fixed, annealed, or a per-sample schedule")
+    sigma_mode: str = spec("anneal", choices=SIGMA_MODES,
+                           help="noise level: fixed, annealed, a per-sample schedule, or a schedule whose low end anneals")
     sigma: float = spec(0.1, min=0, exclusive_min=True, help="σ when sigma_mode is fixed")
     sigma_min: float = spec(0.05, min=0, exclusive_min=True, help="smallest σ (anneal end, schedule low end)")
     sigma_max: float = spec(2.0, min=0, exclusive_min=True, help="largest σ (anneal start, schedule high end)")
-    anneal_fraction: float = spec(0.6, min=0, max=1, help="share of train.steps over which σ anneals")
+    anneal_fraction: float = spec(0.6, min=0, max=1, help="share of train.steps over which σ (anneal) or the low "
+                                                          "end (progressive) anneals from sigma_max to sigma_min")
     sigma_levels: int | None = spec(None, min=2, help="schedule: draw σ from this many geometric levels in "
                                                      "[sigma_min, sigma_max] (null: continuous log-uniform)")
     sigma_weighting: str = spec("sigma2", choices=("sigma2", "sigma", "none"),
@@ -161,11 +163,12 @@ class ScoreGAN(GeneratorRule):
         c = self.tcfg
         if c.sigma_mode == "fixed":
             return torch.full((n,), c.sigma, device=self.device, dtype=self.dtype)
+        horizon = max(1.0, c.anneal_fraction * self.cfg.train.steps)
+        annealed = c.sigma_max * (c.sigma_min / c.sigma_max) ** min(1.0, (ctx.step - 1) / horizon)
         if c.sigma_mode == "anneal":
-            horizon = max(1.0, c.anneal_fraction * self.cfg.train.steps)
-            frac = min(1.0, (ctx.step - 1) / horizon)
-            s = c.sigma_max * (c.sigma_min / c.sigma_max) ** frac
-            return torch.full((n,), s, device=self.device, dtype=self.dtype)
+            return torch.full((n,), annealed, device=self.device, dtype=self.dtype)
+        if c.sigma_mode == "progressive":
+            return log_uniform(n, annealed, c.sigma_max, ctx.noise_rng, self.device, self.dtype)
         if c.sigma_levels is not None:
             levels = torch.logspace(math.log10(c.sigma_min), math.log10(c.sigma_max), c.sigma_levels,
                                     device=self.device, dtype=self.dtype)
