@@ -395,6 +395,8 @@ def markdown_table(payload: dict[str, Any]) -> str:
            f"modes covered listed per seed). NFE: network evaluations per sample. Train time: the training "
            f"loop alone, wall clock and process CPU time. "
            f"torch {payload['environment']['torch']}, {s['threads']} thread(s)."), ""]
+    if payload.get("note"):
+        out += [f"Note: {payload['note']}", ""]
     for floor in payload["floor"]:
         target = floor["target"]
         sub = [r for r in rows if r["target"] == target]

@@ -22,8 +22,13 @@ G(z) + η λ(σ) v(x̃) (``flows.flow_target``), with λ(σ) = σ² (``sigma_wei
 λ v = σ²(s_d − s_g) is the difference of the two Tweedie denoisers, a displacement in data units;
 with ``sigma_pivot`` p, σ·max(σ, p): the levels below p, which resolve sharp modes, count more),
 σ, or 1. σ is ``fixed``, ``anneal``ed geometrically from sigma_max to sigma_min over the first
-``anneal_fraction`` of training, or drawn per sample log-uniformly in [sigma_min, sigma_max]
-(``schedule``).
+``anneal_fraction`` of training, drawn per sample log-uniformly in [sigma_min, sigma_max]
+(``schedule``; from ``sigma_levels`` geometric levels when set, as NCSN does), or drawn log-uniformly
+in [σ_lo(t), sigma_max] with the low end annealed like ``anneal`` (``progressive``: coarse to fine).
+
+The score networks can take random Fourier features of x (``fourier_features``), which lets a small
+MLP resolve the scores of sharp modes at small σ (without them a DSM fit of 25 modes of std 0.05
+points the wrong way at σ ≤ 0.1; with 64 features its cosine to the exact score is > 0.95 there).
 """
 
 from __future__ import annotations
