@@ -139,6 +139,9 @@ class DiagnosticsConfig:
     tol: float = spec(1e-3, min=0, exclusive_min=True, help="relative residual tolerance of the steepness solver")
     method: str = spec("lanczos", choices=("lanczos", "power"), help="steepness eigen-solver")
     seed: int = spec(4321, min=0, help="seed of the fixed latents, real points and start vectors")
+    network: str = spec("sampled", choices=("sampled", "trained"),
+                        help="the generator measured: the one samples come from (its EMA copy when the trainer "
+                             "keeps one) or the one being trained")
 
 
 @dataclass

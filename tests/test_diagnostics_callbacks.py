@@ -266,3 +266,25 @@ def test_stop_action_ends_the_run_at_the_turn(tmp_path, tiny_overrides):
     stops = [r for r in _rows(tmp_path / "run", "early_stopping") if "stop_step" in r]
     assert stops == [{"step": result.step, "kind": "early_stopping", "stop_step": result.step,
                       "best_step": cbs[1].best_step, "best_signal": cbs[1].best, "stopped": 1.0}]
+
+
+def test_diagnostics_measure_the_sampled_ema_generator_or_the_trained_one(tmp_path, tiny_overrides):
+    """With trainer.ema > 0, network = sampled measures G_ema (what samples and checkpoints are judged
+    by), network = trained measures G; their steepness differs, and each equals a direct measurement."""
+    from scoregan.diagnostics.steepness import spectral_norm_batch
+
+    cfg = load_config(NSGAN, [*tiny_overrides, "train.steps=20", "train.checkpoint_every=20", "train.eval_every=1000",
+                              "trainer.ema=0.5", "optim.lr_g=5e-3", "model.generator.hidden=[16, 16]",
+                              "model.discriminator.hidden=[16, 16]", "train.batch_size=32", "eval.n_samples=64"])
+    out = {}
+    for network in ("sampled", "trained"):
+        diag = DiagnosticsCallback(DiagnosticsConfig(every=20, batch=16, network=network))
+        trainer = Trainer(cfg, tmp_path / network, callbacks=[diag])
+        trainer.fit()
+        name = "generator_ema" if network == "sampled" else "generator"
+        direct = spectral_norm_batch(trainer.rule.modules[name], diag._z, iters=64, tol=1e-3, rng=diag.cfg.seed + 2)
+        assert diag.last["steepness_median"] == pytest.approx(float(direct.sigma.median()), rel=1e-5)
+        out[network] = diag.last["steepness_median"]
+    assert abs(out["sampled"] - out["trained"]) > 1e-3 * out["trained"]
+    with pytest.raises(ValueError, match="diagnostics.network"):
+        DiagnosticsCallback(DiagnosticsConfig(network="ema"))

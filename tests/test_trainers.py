@@ -500,3 +500,38 @@ def test_toy_benchmark_writes_its_table_and_merges(tmp_path):
     assert (tmp_path / "all.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="not a benchmark target"):
         run_toy_benchmark(["moons"], ["gmmn"], tmp_path / "c.json", **kw)
+
+
+def test_score_gan_batch_generator_score_is_the_empirical_score_of_fresh_samples(monkeypatch):
+    """generator_score = batch: no s_g network; the target is x + η σ² (s_d − ŝ_g) with ŝ_g the
+    perturbed empirical score of a fresh batch of ``generator_score_batch`` generated samples."""
+    import scoregan.trainers.score_gan as sg_mod
+    from scoregan.scores.empirical import empirical_score as real
+
+    rule, cfg, data = rule_for("score-gan", "trainer.generator_score=batch", "trainer.generator_score_batch=50",
+                               "trainer.data_score=exact", "trainer.sigma_mode=fixed", "trainer.sigma=0.4",
+                               "trainer.step_size=0.6")
+    assert rule.s_g is None and "generator_score" not in rule.modules
+    seen = {}
+
+    def spy(x, centres, sigma):
+        seen.update(x=x.clone(), centres=centres.clone())
+        return real(x, centres, sigma)
+
+    monkeypatch.setattr(sg_mod, "empirical_score", spy)
+    orig = rule.perturb
+
+    def perturb_spy(ctx, x, sigma):
+        out = orig(ctx, x, sigma)
+        seen.update(gz=x.clone(), x_noisy=out[0].clone())
+        return out
+
+    rule.perturb = perturb_spy
+    calls = capture_regression(rule)
+    logs = rule.step(make_ctx(cfg, data))
+    assert "loss_sg" not in logs
+    _, target = calls[0]
+    xt, centres = seen["x"], seen["centres"]
+    assert torch.equal(xt, seen["x_noisy"]) and centres.shape == (50, data.dim)
+    expected = seen["gz"] + 0.6 * 0.4**2 * (data.mixture.perturbed(0.4).score(xt) - real(xt, centres, 0.4))
+    assert torch.allclose(target, expected, rtol=1e-9, atol=1e-12)

@@ -1,7 +1,9 @@
 """Loop callbacks: periodic gradient diagnostics, and early stopping at the turn to collapse.
 
 :class:`DiagnosticsCallback` measures, every ``every`` steps, on a FIXED seeded batch (the same
-latents z (B, k) and the same real points every time, so the numbers compare across steps):
+latents z (B, k) and the same real points every time, so the numbers compare across steps), the
+generator that samples come from (``network = "sampled"``: the EMA copy when the trainer keeps one,
+which is what a checkpoint is judged by) or the one being trained (``"trained"``):
 
 * ``steepness_*``: statistics of σ₁(z_i) = ‖J_G(z_i)‖₂ (:mod:`scoregan.diagnostics.steepness`);
 * ``dgrad_real_*``, ``dgrad_fake_*``: statistics of ‖∇ₓ v‖ on the real points and on G(z);
@@ -128,6 +130,7 @@ class DiagnosticsCallback(Callback):
 
     def __init__(self, cfg: DiagnosticsConfig | None = None):
         self.cfg = cfg or DiagnosticsConfig()
+        check_choice("diagnostics.network", self.cfg.network, ("sampled", "trained"))
         self._subscribers: list[Callable[[Trainer, dict[str, float]], None]] = []
         self._z: torch.Tensor | None = None
         self._real: torch.Tensor | None = None
@@ -161,7 +164,8 @@ class DiagnosticsCallback(Callback):
             self.on_fit_start(trainer)
         mods = trainer.rule.modules
         c = self.cfg
-        return compute_diagnostics(mods["generator"], mods.get("discriminator"), self._z, self._real,
+        gen = mods.get("generator_ema", mods["generator"]) if c.network == "sampled" else mods["generator"]
+        return compute_diagnostics(gen, mods.get("discriminator"), self._z, self._real,
                                    means=self._means, iters=c.iters, tol=c.tol, method=c.method, rng=c.seed + 2)
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
