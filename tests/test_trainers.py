@@ -462,9 +462,11 @@ RESUME_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(RESUME_CASES))
+@pytest.mark.parametrize("name", [*RESUME_CASES, "score-gan/batch"])
 def test_resume_is_bit_identical(tmp_path, name):
-    cfg = load_config(None, [f"trainer.name={name}", *FAST, *SMALL_NETS.get(name, []), *RESUME_CASES[name],
+    extra = RESUME_CASES.get(name, ["trainer.generator_score=batch", "trainer.generator_score_batch=32", "trainer.ema=0.9"])
+    name = name.split("/")[0]
+    cfg = load_config(None, [f"trainer.name={name}", *FAST, *SMALL_NETS.get(name, []), *extra,
                              "train.steps=6", "train.checkpoint_every=3", "train.eval_every=3", "train.log_every=1"])
     Trainer(cfg, tmp_path / "straight").fit()
     assert Trainer(cfg, tmp_path / "resumed", callbacks=[StopAtStep(3)]).fit().step == 3
