@@ -289,6 +289,29 @@ def _run(targets, trainers, json_path, markdown_path, figure_path, steps, batch_
     entries: list[Entry] = []
     floors: list[dict[str, Any]] = []
     figure: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def make_payload(complete: bool) -> dict[str, Any]:
+        return {
+            "complete": complete,
+            "samples": {f"{t}/{tr}": _points(x) for (t, tr), (x, _) in figure.items()},
+            "reference": {t: _points(ref) for (t, _), (_, ref) in figure.items()},
+            "settings": {"targets": list(targets), "trainers": ours + theirs, "steps": steps,
+                         "batch_size": batch_size, "seeds": list(seeds), "n_samples": n_samples, "n_draws": n_draws,
+                         "overrides": list(overrides), "threads": torch.get_num_threads()},
+            "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+                            "torchcfm": _version("torchcfm") if use_cfm else None},
+            "floor": floors,
+            "rows": [e.as_dict() for e in entries],
+        }
+
+    def record(entry: Entry, x: torch.Tensor, ref: torch.Tensor) -> None:
+        """Keep a finished row, and rewrite the JSON (atomically) so a crash later loses nothing."""
+        entries.append(entry)
+        figure.setdefault((entry.target, entry.trainer), (x, ref))
+        log(_line(entry))
+        save_json_atomic(make_payload(False), json_path)
+
     with tempfile.TemporaryDirectory(prefix="scoregan-bench-") as tmp:
         for target in targets:
             data = make_dataset(config_for(target, "nsgan").data)
@@ -298,32 +321,26 @@ def _run(targets, trainers, json_path, markdown_path, figure_path, steps, batch_
                 for trainer in ours:
                     entry, x = _run_scoregan(target, trainer, seed, budget, Path(tmp) / f"{target}-{trainer}-{seed}",
                                              n_samples, n_draws)
-                    entries.append(entry)
-                    figure.setdefault((target, trainer), (x, ref))
-                    log(_line(entry))
+                    record(entry, x, ref)
                 for variant in theirs:
                     cfg = config_for(target, "cfm", budget)
                     entry, x = _run_torchcfm(target, variant, seed, data, steps=cfg.train.steps,
                                              batch_size=cfg.train.batch_size, sigma=cfg.trainer.sigma, n=n_samples,
                                              n_draws=n_draws)
-                    entries.append(entry)
-                    figure.setdefault((target, variant), (x, ref))
-                    log(_line(entry))
-    payload = {
-        "samples": {f"{t}/{tr}": _points(x) for (t, tr), (x, _) in figure.items()},
-        "reference": {t: _points(ref) for (t, _), (_, ref) in figure.items()},
-        "settings": {"targets": list(targets), "trainers": ours + theirs, "steps": steps, "batch_size": batch_size,
-                     "seeds": list(seeds), "n_samples": n_samples, "n_draws": n_draws, "overrides": list(overrides),
-                     "threads": torch.get_num_threads()},
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-                        "torchcfm": _version("torchcfm") if use_cfm else None},
-        "floor": floors,
-        "rows": [e.as_dict() for e in entries],
-    }
+                    record(entry, x, ref)
+    payload = make_payload(True)
     write_results(payload, json_path, md_path, fig_path)
     log(f"wrote {json_path}, {md_path}, {fig_path}")
     return payload
+
+
+def save_json_atomic(payload: dict[str, Any], path: str | Path) -> None:
+    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
 
 
 def _points(x, n: int = 400) -> list[list[float]]:
@@ -336,8 +353,7 @@ def write_results(payload: dict[str, Any], json_path: str | Path, md_path: str |
     """Write a benchmark payload as JSON, its Markdown table and its figure grid (paths default to
     ``json_path`` with ``.md`` / ``.png``)."""
     json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(payload, indent=1))
+    save_json_atomic(payload, json_path)
     Path(md_path or json_path.with_suffix(".md")).write_text(markdown_table(payload))
     targets = list(dict.fromkeys(r["target"] for r in payload["rows"]))
     trainers = list(dict.fromkeys(r["trainer"] for r in payload["rows"]))
@@ -349,6 +365,7 @@ def merge_results(json_paths: Sequence[str | Path], json_out: str | Path) -> dic
     targets, trainers and seeds) into one, and write it with its table and figure."""
     payloads = [json.loads(Path(p).read_text()) for p in json_paths]
     out = dict(payloads[0])
+    out["complete"] = all(p.get("complete", True) for p in payloads)
     out["rows"] = [r for p in payloads for r in p["rows"]]
     for r in out["rows"]:  # a diverged run: W2 None (older files wrote non-finite numbers)
         if r.get("w2_draws") and not all(math.isfinite(w) for w in r["w2_draws"]):

@@ -537,3 +537,26 @@ def test_score_gan_batch_generator_score_is_the_empirical_score_of_fresh_samples
     assert torch.equal(xt, seen["x_noisy"]) and centres.shape == (50, data.dim)
     expected = seen["gz"] + 0.6 * 0.4**2 * (data.mixture.perturbed(0.4).score(xt) - real(xt, centres, 0.4))
     assert torch.allclose(target, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_toy_benchmark_keeps_finished_rows_when_a_later_run_crashes(tmp_path, monkeypatch):
+    """The JSON is rewritten after every row, so a crash in the middle of a long sweep loses nothing."""
+    import scoregan.bench_toy as bt
+
+    real = bt._run_scoregan
+    calls = []
+
+    def flaky(target, trainer, *args, **kw):
+        calls.append(trainer)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real(target, trainer, *args, **kw)
+
+    monkeypatch.setattr(bt, "_run_scoregan", flaky)
+    kw = {"steps": 3, "batch_size": 16, "n_samples": 60, "n_draws": 2, "torchcfm": False, "log": lambda s: None,
+          "overrides": ["model.generator.hidden=[8]", "model.discriminator.hidden=[8]"]}
+    with pytest.raises(RuntimeError, match="boom"):
+        bt.run_toy_benchmark(["8gaussians"], ["gmmn", "kernel-flow"], tmp_path / "a.json", **kw)
+    saved = json.loads((tmp_path / "a.json").read_text())
+    assert saved["complete"] is False and [r["trainer"] for r in saved["rows"]] == ["gmmn"]
+    assert not (tmp_path / "a.json.tmp").exists()
