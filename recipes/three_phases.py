@@ -129,11 +129,14 @@ class QualityProbe(Callback):
             trainer.tracker.log(trainer.step, {k: v for k, v in row.items() if k != "step"}, kind="quality")
 
 
-def run_one(target_name: str, seed: int, steps: int, every: int, out: str) -> dict[str, Any]:
-    """Train one run (in a worker process) and return its traces and stopping summary."""
+def run_one(target_name: str, seed: int, steps: int, every: int, out: str, ema: float = 0.0) -> dict[str, Any]:
+    """Train one run (in a worker process) and return its traces and stopping summary. ``ema`` > 0
+    samples (and measures the diagnostics of) an EMA copy of G, which smooths NSGAN's step-to-step
+    oscillation of the quality curves."""
     torch.set_num_threads(1)
     target = TARGETS[target_name]
-    cfg = load_config(None, [*COMMON, *target.overrides, f"train.steps={steps}", f"train.seed={seed}",
+    cfg = load_config(None, [*COMMON, *target.overrides, f"trainer.ema={ema}", f"train.steps={steps}",
+                             f"train.seed={seed}",
                              f"train.eval_every={steps}", f"train.checkpoint_every={steps}"])
     run_dir = Path(out) / "runs" / f"{target_name}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -335,10 +338,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=None, help="generator steps per run (default: per target)")
     p.add_argument("--every", type=int, default=None, help="steps between measurements (default: per target)")
     p.add_argument("--quick", action="store_true", help="a 1-2 minute smoke run (2 seeds, few steps)")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the sampled generator (0: G itself)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel runs (1 thread each)")
     args = p.parse_args(argv)
 
-    seeds = [int(s) for s in args.seeds.split(",")] if "," in args.seeds else list(range(int(args.seeds)))
+    seeds = ([int(s) for s in args.seeds.split(",") if s.strip()] if "," in args.seeds
+             else list(range(int(args.seeds))))
+    if not seeds:
+        p.error(f"--seeds {args.seeds!r} selects no seed (a count must be >= 1; a list needs a comma: 0,)")
     if args.quick and args.seeds == p.get_default("seeds"):
         seeds = [0, 1]
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
@@ -352,7 +359,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t = TARGETS[n]
         steps = args.steps or (t.quick_steps if args.quick else t.steps)
         every = args.every or (t.quick_every if args.quick else t.every)
-        jobs += [(n, s, steps, every, str(out)) for s in seeds]
+        jobs += [(n, s, steps, every, str(out), args.ema) for s in seeds]
 
     t0 = time.perf_counter()
     if args.workers > 1:
