@@ -54,6 +54,20 @@ def make_ctx(cfg, data, step=1, seed=0):
                        torch.Generator().manual_seed(seed + 2), torch.device("cpu"), F64)
 
 
+def capture_perturbation(rule):
+    """Record the clean batch x and its perturbation x̃ of a score-GAN rule's ``perturb`` call."""
+    seen = {}
+    orig = rule.perturb
+
+    def spy(ctx, x, sigma):
+        out = orig(ctx, x, sigma)
+        seen.update(x=x.clone(), x_noisy=out[0].clone())
+        return out
+
+    rule.perturb = spy
+    return seen
+
+
 def capture_regression(rule):
     """Record (z, target) of every ``regress`` call of a generator rule."""
     calls = []
@@ -286,15 +300,7 @@ def test_score_gan_target_is_x_plus_eta_sigma2_w_score_difference(div, loss, nee
                                "trainer.step_size=0.6", "trainer.score_warmup=0")
     assert (rule.ratio is not None) == needs_ratio
     calls = capture_regression(rule)
-    seen = {}
-    orig = rule.perturb
-
-    def spy(ctx, x, sigma):
-        out = orig(ctx, x, sigma)
-        seen.update(x=x.clone(), x_noisy=out[0].clone())
-        return out
-
-    rule.perturb = spy
+    seen = capture_perturbation(rule)
     rule.step(make_ctx(cfg, data))
     _, target = calls[0]
     x, xt = seen["x"], seen["x_noisy"]
@@ -521,21 +527,14 @@ def test_score_gan_batch_generator_score_is_the_empirical_score_of_fresh_samples
         return real(x, centres, sigma)
 
     monkeypatch.setattr(sg_mod, "empirical_score", spy)
-    orig = rule.perturb
-
-    def perturb_spy(ctx, x, sigma):
-        out = orig(ctx, x, sigma)
-        seen.update(gz=x.clone(), x_noisy=out[0].clone())
-        return out
-
-    rule.perturb = perturb_spy
+    perturbed = capture_perturbation(rule)
     calls = capture_regression(rule)
     logs = rule.step(make_ctx(cfg, data))
     assert "loss_sg" not in logs
     _, target = calls[0]
     xt, centres = seen["x"], seen["centres"]
-    assert torch.equal(xt, seen["x_noisy"]) and centres.shape == (50, data.dim)
-    expected = seen["gz"] + 0.6 * 0.4**2 * (data.mixture.perturbed(0.4).score(xt) - real(xt, centres, 0.4))
+    assert torch.equal(xt, perturbed["x_noisy"]) and centres.shape == (50, data.dim)
+    expected = perturbed["x"] + 0.6 * 0.4**2 * (data.mixture.perturbed(0.4).score(xt) - real(xt, centres, 0.4))
     assert torch.allclose(target, expected, rtol=1e-9, atol=1e-12)
 
 
