@@ -62,6 +62,7 @@ from scoregan.diagnostics.ntk import NTKMLP, NTKKernel
 from scoregan.diagnostics.ntk_flows import KernelDiscriminator, particle_flow
 from scoregan.objectives import kernel as make_kernel
 from scoregan.objectives.kernels import Kernel
+from scoregan.plotting import save_figure
 
 F64 = torch.float64
 LOSSES = ("ipm", "ls", "gan")
@@ -369,8 +370,7 @@ def plot_width(rows: list[dict], summary: dict, path: Path) -> None:
         ax.set_title(f"finite vs infinite width: LS loss, {act} + bias")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, dpi=130)
 
 
 def plot_trajectories(rows: list[dict], dataset: str, path: Path) -> None:
@@ -400,8 +400,7 @@ def plot_trajectories(rows: list[dict], dataset: str, path: Path) -> None:
     axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.suptitle(f"particle flows on {dataset} (seed 0)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_convergence(rows: list[dict], path: Path) -> None:
@@ -427,8 +426,7 @@ def plot_convergence(rows: list[dict], path: Path) -> None:
             ax.set_ylabel("energy distance")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------- main

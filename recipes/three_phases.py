@@ -55,6 +55,7 @@ from scoregan.checkpoint import load_checkpoint
 from scoregan.config import load_config
 from scoregan.diagnostics import DiagnosticsCallback, DiagnosticsConfig, EarlyStopping, EarlyStoppingConfig
 from scoregan.metrics import frechet_distance, mode_stats, precision_recall, w2
+from scoregan.plotting import save_figure
 from scoregan.tracking import read_metrics
 from scoregan.trainers import Callback
 from scoregan.trainers.loop import Trainer
@@ -300,9 +301,7 @@ def figure_run(run: dict[str, Any], path: Path) -> None:
                  "red dashed: turn declared; dotted: oracle best",
                  transform=axes[2].transAxes, fontsize=7, va="top")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def figure_overview(runs: list[dict[str, Any]], path: Path) -> None:
@@ -323,8 +322,7 @@ def figure_overview(runs: list[dict[str, Any]], path: Path) -> None:
     ax.set_title(f"{runs[0]['target']}: quality over training; dots = checkpoint kept by early stopping")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------- main

@@ -457,6 +457,8 @@ def plot_grid(payload: dict[str, Any], targets: list[str], trainers: list[str], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from scoregan.plotting import save_figure
+
     nr, nc = len(trainers), len(targets)
     fig, axes = plt.subplots(nr, nc, figsize=(2.2 * nc, 2.2 * nr), squeeze=False)
     for j, target in enumerate(targets):
@@ -477,11 +479,7 @@ def plot_grid(payload: dict[str, Any], targets: list[str], trainers: list[str], 
             if j == 0:
                 ax.set_ylabel(trainer, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 # -------------------------------------------------------------------------------------- command line

@@ -12,6 +12,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: str | Path, *, dpi: int = 110, close: bool = True, **kwargs) -> Path:
+    """Write ``fig`` to ``path`` (parent folders created), close it unless ``close=False``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, **kwargs)
+    if close:
+        plt.close(fig)
+    return path
+
+
 def _project(x: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
     return x if basis is None else (x - basis[0]) @ basis[1:].T
 
@@ -65,11 +75,7 @@ def plot_samples(samples: torch.Tensor, reference: torch.Tensor, path: str | Pat
         axes[0, 1].axis("off")
         axes[0, 1].set_title("generated images")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_curves(rows: list[dict], path: str | Path, *, title: str = "") -> Path:
@@ -93,8 +99,4 @@ def plot_curves(rows: list[dict], path: str | Path, *, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
