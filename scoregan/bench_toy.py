@@ -242,13 +242,16 @@ def run_toy_benchmark(targets: Sequence[str] = DEFAULT_TARGETS, trainers: Sequen
                       markdown_path: str | Path | None = None, figure_path: str | Path | None = None,
                       steps: int | None = None, batch_size: int | None = None, seeds: Sequence[int] = (0,),
                       n_samples: int = 2000, n_draws: int = 10, torchcfm: bool | None = None,
-                      threads: int | None = None, overrides: Sequence[str] = (),
+                      threads: int | None = None, overrides: Sequence[str] = (), resume: bool = False,
                       log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every trainer on every target with the same budget; write JSON, Markdown and a figure.
 
     steps / batch_size: the budget for every trainer (None: each config's own). torchcfm: run TorchCFM's
     I-CFM and OT-CFM too (None: when it is installed). threads: torch intra-op threads for the whole run.
-    markdown_path / figure_path default to ``json_path`` with ``.md`` / ``.png``. Returns the JSON payload.
+    markdown_path / figure_path default to ``json_path`` with ``.md`` / ``.png``. resume: keep the rows
+    (and floors) an earlier, interrupted run already wrote to ``json_path`` and train only the missing
+    (target, trainer, seed) triples; the earlier run's budget must be the same (a ValueError otherwise).
+    Returns the JSON payload.
     """
     import torch
 
@@ -265,13 +268,13 @@ def run_toy_benchmark(targets: Sequence[str] = DEFAULT_TARGETS, trainers: Sequen
         torch.set_num_threads(threads)
     try:
         return _run(targets, trainers, Path(json_path), markdown_path, figure_path, steps, batch_size, seeds,
-                    n_samples, n_draws, torchcfm, overrides, log)
+                    n_samples, n_draws, torchcfm, overrides, log, resume)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _run(targets, trainers, json_path, markdown_path, figure_path, steps, batch_size, seeds, n_samples, n_draws,
-         torchcfm, overrides, log) -> dict[str, Any]:
+         torchcfm, overrides, log, resume=False) -> dict[str, Any]:
     import torch
 
     from scoregan.data import make_dataset
@@ -286,9 +289,13 @@ def _run(targets, trainers, json_path, markdown_path, figure_path, steps, batch_
     budget = [*(["train.steps=" + str(steps)] if steps else []),
               *(["train.batch_size=" + str(batch_size)] if batch_size else []), *overrides]
 
-    entries: list[Entry] = []
+    entries: list[dict[str, Any]] = []
     floors: list[dict[str, Any]] = []
     figure: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+    if resume and json_path.is_file():
+        entries, floors, figure = _resumed(json_path, steps, batch_size, n_samples, n_draws, overrides)
+        log(f"resuming {json_path}: {len(entries)} row(s) kept")
+    done = {(r["target"], r["trainer"], r["seed"]) for r in entries}
 
     def make_payload(complete: bool) -> dict[str, Any]:
         return {
@@ -302,12 +309,12 @@ def _run(targets, trainers, json_path, markdown_path, figure_path, steps, batch_
                             "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
                             "torchcfm": _version("torchcfm") if use_cfm else None},
             "floor": floors,
-            "rows": [e.as_dict() for e in entries],
+            "rows": list(entries),
         }
 
     def record(entry: Entry, x: torch.Tensor, ref: torch.Tensor) -> None:
         """Keep a finished row, and rewrite the JSON (atomically) so a crash later loses nothing."""
-        entries.append(entry)
+        entries.append(entry.as_dict())
         figure.setdefault((entry.target, entry.trainer), (x, ref))
         log(_line(entry))
         save_json_atomic(make_payload(False), json_path)
@@ -315,14 +322,19 @@ def _run(targets, trainers, json_path, markdown_path, figure_path, steps, batch_
     with tempfile.TemporaryDirectory(prefix="scoregan-bench-") as tmp:
         for target in targets:
             data = make_dataset(config_for(target, "nsgan").data)
-            floors.append(_floor(target, data, n_samples, n_draws))
+            if not any(f["target"] == target for f in floors):
+                floors.append(_floor(target, data, n_samples, n_draws))
             ref = data.sample(1000, generator=torch.Generator().manual_seed(4242))
             for seed in seeds:
                 for trainer in ours:
+                    if (target, trainer, seed) in done:
+                        continue
                     entry, x = _run_scoregan(target, trainer, seed, budget, Path(tmp) / f"{target}-{trainer}-{seed}",
                                              n_samples, n_draws)
                     record(entry, x, ref)
                 for variant in theirs:
+                    if (target, variant, seed) in done:
+                        continue
                     cfg = config_for(target, "cfm", budget)
                     entry, x = _run_torchcfm(target, variant, seed, data, steps=cfg.train.steps,
                                              batch_size=cfg.train.batch_size, sigma=cfg.trainer.sigma, n=n_samples,
@@ -332,6 +344,27 @@ def _run(targets, trainers, json_path, markdown_path, figure_path, steps, batch_
     write_results(payload, json_path, md_path, fig_path)
     log(f"wrote {json_path}, {md_path}, {fig_path}")
     return payload
+
+
+def _resumed(json_path: Path, steps, batch_size, n_samples, n_draws, overrides
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str], tuple[Any, Any]]]:
+    """The rows, floors and figure points of an earlier run's JSON, after checking its budget matches."""
+    import torch
+
+    old = json.loads(json_path.read_text())
+    mine = {"steps": steps, "batch_size": batch_size, "n_samples": n_samples, "n_draws": n_draws,
+            "overrides": list(overrides)}
+    theirs = {k: old["settings"].get(k) for k in mine}
+    if theirs != mine:
+        diff = ", ".join(f"{k}: {theirs[k]!r} there, {mine[k]!r} now" for k in mine if theirs[k] != mine[k])
+        raise ValueError(f"cannot resume {json_path}: it was run with other settings ({diff})")
+    figure = {}
+    for key, pts in old.get("samples", {}).items():
+        target, trainer = key.split("/", 1)
+        ref = old.get("reference", {}).get(target)
+        if ref is not None:
+            figure[(target, trainer)] = (torch.tensor(pts), torch.tensor(ref))
+    return list(old["rows"]), list(old["floor"]), figure
 
 
 def save_json_atomic(payload: dict[str, Any], path: str | Path) -> None:
@@ -499,6 +532,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the whole run (default 1: "
                    "the toy networks are small, and one thread is faster and steadier on a shared CPU)")
     p.add_argument("--no-torchcfm", action="store_true", help="skip TorchCFM even when it is installed")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows an interrupted run already wrote to --json and run only the missing ones")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override applied to every scoregan trainer (repeatable)")
     return p
@@ -512,4 +547,4 @@ def run_from_args(a: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     return run_toy_benchmark(a.targets, a.trainers, a.json, steps=a.steps, batch_size=a.batch_size, seeds=a.seeds,
                              n_samples=a.n_samples, n_draws=a.draws, torchcfm=False if a.no_torchcfm else None,
-                             threads=a.threads, overrides=a.set)
+                             threads=a.threads, overrides=a.set, resume=a.resume)

@@ -559,3 +559,15 @@ def test_toy_benchmark_keeps_finished_rows_when_a_later_run_crashes(tmp_path, mo
     saved = json.loads((tmp_path / "a.json").read_text())
     assert saved["complete"] is False and [r["trainer"] for r in saved["rows"]] == ["gmmn"]
     assert not (tmp_path / "a.json.tmp").exists()
+
+    # --resume keeps the finished row (not retrained) and runs only the missing one
+    calls.clear()
+    monkeypatch.setattr(bt, "_run_scoregan", lambda target, trainer, *a, **k: (calls.append(trainer),
+                                                                                real(target, trainer, *a, **k))[1])
+    out = bt.run_toy_benchmark(["8gaussians"], ["gmmn", "kernel-flow"], tmp_path / "a.json", resume=True, **kw)
+    assert calls == ["kernel-flow"] and out["complete"] is True
+    assert [r["trainer"] for r in out["rows"]] == ["gmmn", "kernel-flow"]
+    assert out["rows"][0] == saved["rows"][0] and out["floor"] == saved["floor"]
+    assert (tmp_path / "a.md").read_text().count("| gmmn |") == 1
+    with pytest.raises(ValueError, match="other settings.*steps: 3 there, 4 now"):
+        bt.run_toy_benchmark(["8gaussians"], ["gmmn"], tmp_path / "a.json", resume=True, **{**kw, "steps": 4})
