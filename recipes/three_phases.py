@@ -130,19 +130,23 @@ class QualityProbe(Callback):
             trainer.tracker.log(trainer.step, {k: v for k, v in row.items() if k != "step"}, kind="quality")
 
 
-def run_one(target_name: str, seed: int, steps: int, every: int, out: str, ema: float = 0.0) -> dict[str, Any]:
+def run_one(target_name: str, seed: int, steps: int, every: int, out: str, ema: float = 0.0,
+            lr: float | None = None, early: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one run (in a worker process) and return its traces and stopping summary. ``ema`` > 0
     samples (and measures the diagnostics of) an EMA copy of G, which smooths NSGAN's step-to-step
-    oscillation of the quality curves."""
+    oscillation of the quality curves; ``lr`` replaces both learning rates; ``early`` updates the
+    target's early-stopping settings (any :class:`EarlyStoppingConfig` field, e.g. metric, rule)."""
     torch.set_num_threads(1)
     target = TARGETS[target_name]
-    cfg = load_config(None, [*COMMON, *target.overrides, f"trainer.ema={ema}", f"train.steps={steps}",
+    lrs = [] if lr is None else [f"optim.lr_g={lr}", f"optim.lr_d={lr}"]
+    rule = {"metric": "combined", **target.early, **(early or {})}
+    cfg = load_config(None, [*COMMON, *target.overrides, *lrs, f"trainer.ema={ema}", f"train.steps={steps}",
                              f"train.seed={seed}",
                              f"train.eval_every={steps}", f"train.checkpoint_every={steps}"])
     run_dir = Path(out) / "runs" / f"{target_name}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     diag = DiagnosticsCallback(DiagnosticsConfig(every=every, batch=256, seed=1000 + seed))
-    early = EarlyStopping(EarlyStoppingConfig(enabled=True, metric="combined", action="continue", **target.early), diag)
+    early = EarlyStopping(EarlyStoppingConfig(enabled=True, action="continue", **rule), diag)
     probe = QualityProbe(every)
     t0 = time.perf_counter()
     trainer = Trainer(cfg, run_dir, callbacks=[diag, early, probe])
@@ -168,7 +172,7 @@ def run_one(target_name: str, seed: int, steps: int, every: int, out: str, ema: 
         "best_step": int(best_pt["step"]), "stop_step": early.stop_step,
         "kept_metric": kept, "kept_all": kept_all, "final_all": probe.rows[-1],
         "best_metric": values[i_best], "best_metric_step": steps_q[i_best],
-        "final_metric": values[-1], "early": dict(target.early),
+        "final_metric": values[-1], "early": rule, "ema": ema, "lr": lr,
     }
 
 
@@ -282,7 +286,8 @@ def figure_run(run: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("gradients")
 
     ax = axes[2]
-    ax.plot([s[0] for s in sig], [s[1] for s in sig], color="tab:gray", alpha=0.6, label="log median(steepness·‖∇ₓD‖)")
+    ax.plot([s[0] for s in sig], [s[1] for s in sig], color="tab:gray", alpha=0.6,
+            label=f"log {run['early'].get('metric', 'combined')} (raw)")
     ax.plot([s[0] for s in sig], [s[2] for s in sig], color="k", label="EMA-smoothed")
     ax.set_ylabel("stopping signal")
     ax.set_xlabel("generator step")
@@ -337,6 +342,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--every", type=int, default=None, help="steps between measurements (default: per target)")
     p.add_argument("--quick", action="store_true", help="a 1-2 minute smoke run (2 seeds, few steps)")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the sampled generator (0: G itself)")
+    p.add_argument("--lr", type=float, default=None, help="both learning rates (default: per target)")
+    p.add_argument("--early", action="append", default=[], metavar="KEY=VALUE",
+                   help="early-stopping setting (metric, rule, threshold, smoothing, patience, rise, min_steps); "
+                        "repeatable")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel runs (1 thread each)")
     args = p.parse_args(argv)
 
@@ -350,6 +359,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for n in names:
         if n not in TARGETS:
             p.error(f"--datasets: {n!r} is not one of {', '.join(TARGETS)}")
+    early: dict[str, Any] = {}
+    for item in args.early:
+        key, sep, value = item.partition("=")
+        if not sep or key not in EarlyStoppingConfig.__dataclass_fields__:
+            p.error(f"--early {item!r}: expected KEY=VALUE with KEY among "
+                    f"{', '.join(EarlyStoppingConfig.__dataclass_fields__)}")
+        early[key] = value if key in ("metric", "rule", "action") else float(value)
+        if key in ("patience", "min_steps"):
+            early[key] = int(early[key])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -357,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t = TARGETS[n]
         steps = args.steps or (t.quick_steps if args.quick else t.steps)
         every = args.every or (t.quick_every if args.quick else t.every)
-        jobs += [(n, s, steps, every, str(out), args.ema) for s in seeds]
+        jobs += [(n, s, steps, every, str(out), args.ema, args.lr, early) for s in seeds]
 
     t0 = time.perf_counter()
     if args.workers > 1:

@@ -126,7 +126,7 @@ class TrackingConfig:
 
 
 # The early-stopping signals of scoregan.diagnostics.callbacks (diagnostics first, then evaluation).
-EARLY_STOPPING_SIGNALS = ("combined", "steepness", "dgrad_fake", "w2", "sliced_w2")
+EARLY_STOPPING_SIGNALS = ("combined", "steepness", "dgrad_fake", "dgrad_ratio", "w2", "sliced_w2")
 
 
 @dataclass
@@ -150,7 +150,12 @@ class EarlyStoppingConfig:
 
     enabled: bool = spec(False, help="watch the signal, save checkpoints/best.pt, stop at the turn")
     metric: str = spec("combined", choices=EARLY_STOPPING_SIGNALS,
-                       help="signal: combined | steepness | dgrad_fake (diagnostics), w2 | sliced_w2 (evaluation)")
+                       help="signal: combined | steepness | dgrad_fake | dgrad_ratio (diagnostics), w2 | sliced_w2 "
+                            "(evaluation)")
+    rule: str = spec("trough", choices=("trough", "threshold"),
+                     help="trough: keep the lowest smoothed signal, turn when it rises `rise` above it; threshold: "
+                          "keep the last step with the smoothed log-signal <= `threshold`, turn when above it")
+    threshold: float = spec(0.1, help="rule=threshold: the level of the smoothed log-signal (0.1: 10 % above 1)")
     smoothing: float = spec(0.7, min=0, max=0.999, help="EMA coefficient β of the signal's log")
     patience: int = spec(5, min=1, help="consecutive rising measurements that declare the turn")
     rise: float = spec(0.1, min=0, help="change of the smoothed log-signal that counts: the fall from the peak "

@@ -181,6 +181,8 @@ def test_compute_diagnostics_keys_and_values():
     with torch.no_grad():
         g = discriminator_gradient(disc, gen(z)).norm(dim=1)
     assert math.isclose(row["combined_median"], float(torch.quantile((s * g).double(), 0.5)), rel_tol=1e-6)
+    gr = discriminator_gradient(disc, real).norm(dim=1)
+    assert math.isclose(row["dgrad_ratio"], float(gr.double().quantile(0.5) / g.double().quantile(0.5)), rel_tol=1e-5)
     assert set(compute_diagnostics(gen, None, z)) == {k for k in row if k.startswith("steepness_")}
 
 
@@ -288,3 +290,23 @@ def test_diagnostics_measure_the_sampled_ema_generator_or_the_trained_one(tmp_pa
     assert abs(out["sampled"] - out["trained"]) > 1e-3 * out["trained"]
     with pytest.raises(ValueError, match="diagnostics.network"):
         DiagnosticsCallback(DiagnosticsConfig(network="ema"))
+
+
+def test_threshold_rule_keeps_the_last_step_below_the_level():
+    """rule = threshold on a ratio that hovers below 1, crosses 1.1 at a known step and stays above:
+    the kept checkpoint is the last measurement whose smoothed log-signal was <= log-level, and a
+    short excursion above the level (shorter than patience) does not stop the run."""
+    trace = [0.95] * 10 + [1.3, 1.3] + [0.95] * 10 + [1.05 + 0.05 * i for i in range(20)]  # crosses 1.1 late
+    cfg = EarlyStoppingConfig(enabled=True, metric="dgrad_ratio", rule="threshold", threshold=math.log(1.1),
+                              smoothing=0.0, patience=3)
+    es = EarlyStopping(cfg, DiagnosticsCallback(DiagnosticsConfig(every=10)))
+    tr = _feed(es, trace)
+    first_above = next(i for i, v in enumerate(trace) if i > 12 and v > 1.1)  # index 24: 1.15
+    assert es.best_step == first_above * 10  # the last one below is index first_above − 1, at step 10·first_above
+    assert es.stop_step == (first_above + 3) * 10 and tr.should_stop
+    assert tr.saved[-1] == ("best", es.best_step)
+    # the excursion of two measurements at 1.3 (indices 10, 11) was "rising" but not a turn
+    assert all(r.get("stop_step") is None for r in tr.tracker.rows[:20])
+    with pytest.raises(ValueError, match="rule"):
+        EarlyStopping(EarlyStoppingConfig(enabled=True, metric="dgrad_ratio", rule="peak"),
+                      DiagnosticsCallback(DiagnosticsConfig(every=10)))

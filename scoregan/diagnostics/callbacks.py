@@ -87,7 +87,8 @@ __all__ = ["DIAGNOSTIC_SIGNALS", "EVAL_SIGNALS", "DiagnosticsCallback", "Diagnos
            "EarlyStoppingConfig", "callbacks_from_config", "compute_diagnostics"]
 
 # early-stopping signal -> the diagnostics key whose log it watches
-DIAGNOSTIC_SIGNALS = {"combined": "combined_median", "steepness": "steepness_median", "dgrad_fake": "dgrad_fake_median"}
+DIAGNOSTIC_SIGNALS = {"combined": "combined_median", "steepness": "steepness_median", "dgrad_fake": "dgrad_fake_median",
+                      "dgrad_ratio": "dgrad_ratio"}
 EVAL_SIGNALS = ("w2", "sliced_w2")
 FITTING, REFINING, COLLAPSING = 0, 1, 2  # the phases as the rule sees them
 
@@ -112,6 +113,7 @@ def compute_diagnostics(generator: Callable[[torch.Tensor], torch.Tensor],
     row.update(batch_stats(n_fake, "dgrad_fake_"))
     if real is not None:
         row.update(batch_stats(discriminator_gradient(discriminator, real).norm(dim=1), "dgrad_real_"))
+        row["dgrad_ratio"] = row["dgrad_real_median"] / max(row["dgrad_fake_median"], 1e-300)
     row.update(batch_stats(res.sigma * n_fake, "combined_"))
     if means is not None:
         cos = mode_alignment(g_fake, fake, means)
@@ -214,6 +216,7 @@ class EarlyStopping(Callback):
         self.cfg = cfg or EarlyStoppingConfig()
         check_choice("metric", self.cfg.metric, (*DIAGNOSTIC_SIGNALS, *EVAL_SIGNALS))
         check_choice("action", self.cfg.action, ("stop", "continue"))
+        check_choice("rule", self.cfg.rule, ("trough", "threshold"))
         if not 0 <= self.cfg.smoothing < 1:
             raise ValueError(f"smoothing must lie in [0, 1), got {self.cfg.smoothing!r}")
         self.diagnostic = self.cfg.metric in DIAGNOSTIC_SIGNALS
@@ -254,6 +257,8 @@ class EarlyStopping(Callback):
             return "collapsing"
         if step < c.min_steps:
             return "warmup"
+        if c.rule == "threshold":
+            return self._threshold_rule(step)
         if self.phase == FITTING:
             if self.peak is None or self.smoothed > self.peak:
                 self.peak = self.smoothed
@@ -271,6 +276,20 @@ class EarlyStopping(Callback):
             return "rising"
         self.rising = 0
         return "flat"
+
+    def _threshold_rule(self, step: int) -> str:
+        """rule = threshold: below the level, each measurement is the new kept one ("best"); above it
+        for ``patience`` measurements in a row, the turn is declared at the last one below."""
+        c = self.cfg
+        self.phase = REFINING
+        if self.smoothed <= c.threshold:
+            self.best, self.best_step, self.rising = self.smoothed, step, 0
+            return "best"
+        self.rising += 1
+        if self.rising >= c.patience and self.best_step is not None:
+            self.stop_step, self.kept_step, self.phase = step, self.best_step, COLLAPSING
+            return "turn"
+        return "rising"
 
     def observe(self, trainer: Trainer, value: float) -> None:
         event = self.update(trainer.step, value)
