@@ -22,6 +22,11 @@ buffers, so a run with diagnostics trains exactly like one without.
 
 * ``"combined"`` (default): s = log median_i c_i = log of the median latent-sensitivity bound;
 * ``"steepness"``: s = log median σ₁;  ``"dgrad_fake"``: s = log median ‖∇ₓ v(G(z))‖;
+* ``"dgrad_ratio"``: s = log(median ‖∇ₓ v‖ on real points / median ‖∇ₓ v‖ on G(z)). When p_g = p_d
+  the discriminator cannot tell the two sets apart, so any statistic of it, this one included, has
+  the same distribution on both: s ≈ 0. It turns positive when real points sit where the
+  discriminator is steep and generated ones do not: modes the generator dropped, or training points
+  the discriminator memorised;
 * ``"w2"``, ``"sliced_w2"``: s = log of that evaluation metric (an oracle baseline that needs
   samples of the target; read at every evaluation instead).
 
@@ -39,6 +44,12 @@ The rule then walks through the three phases, one way only:
    trough. A row (kind ``"early_stopping"``) records the stop step, the trough's step and signal;
    ``best.pt`` stays as it is (the decision is frozen), and training stops (``action="stop"``) or
    goes on (``action="continue"``, e.g. to compare with the final checkpoint).
+
+``rule = "threshold"`` replaces the three phases by a level: after ``min_steps``, every measurement
+with s̄ ≤ ``threshold`` is the kept one (saved as ``best.pt``); ``patience`` consecutive measurements
+above it declare the turn, at the last one below. With ``dgrad_ratio`` and threshold 0 this reads "stop
+once the discriminator is steeper at the data than at the samples, and keep the last checkpoint
+where it was not".
 
 A run that completes its steps without a declared turn keeps its final checkpoint as ``best.pt``
 (the rule saw no collapse). Every measurement is logged (kind ``"early_stopping"``: signal,
