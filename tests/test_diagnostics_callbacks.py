@@ -310,3 +310,14 @@ def test_threshold_rule_keeps_the_last_step_below_the_level():
     with pytest.raises(ValueError, match="rule"):
         EarlyStopping(EarlyStoppingConfig(enabled=True, metric="dgrad_ratio", rule="peak"),
                       DiagnosticsCallback(DiagnosticsConfig(every=10)))
+
+
+def test_threshold_rule_with_a_signal_above_the_level_from_the_start():
+    """No measurement after min_steps is below the level: the first one after min_steps is kept
+    (saved), and the turn comes after patience measurements above."""
+    cfg = EarlyStoppingConfig(enabled=True, metric="dgrad_ratio", rule="threshold", threshold=0.0,
+                              smoothing=0.0, patience=3, min_steps=30)
+    es = EarlyStopping(cfg, DiagnosticsCallback(DiagnosticsConfig(every=10)))
+    tr = _feed(es, [0.9, 0.9] + [1.5] * 20)
+    assert es.best_step == 30 and es.stop_step == 50 and tr.should_stop
+    assert tr.saved == [("best", 30)]

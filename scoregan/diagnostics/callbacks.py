@@ -46,8 +46,9 @@ The rule then walks through the three phases, one way only:
    goes on (``action="continue"``, e.g. to compare with the final checkpoint).
 
 ``rule = "threshold"`` replaces the three phases by a level: after ``min_steps``, every measurement
-with s̄ ≤ ``threshold`` is the kept one (saved as ``best.pt``); ``patience`` consecutive measurements
-above it declare the turn, at the last one below. With ``dgrad_ratio`` and threshold 0 this reads "stop
+with s̄ ≤ ``threshold`` is the kept one (saved as ``best.pt``; when none is, the first measurement
+after ``min_steps``); ``patience`` consecutive measurements above it declare the turn, at the last one
+below. With ``dgrad_ratio`` and threshold 0 this reads "stop
 once the discriminator is steeper at the data than at the samples, and keep the last checkpoint
 where it was not".
 
@@ -293,11 +294,15 @@ class EarlyStopping(Callback):
         for ``patience`` measurements in a row, the turn is declared at the last one below."""
         c = self.cfg
         self.phase = REFINING
-        if self.smoothed <= c.threshold:
-            self.best, self.best_step, self.rising = self.smoothed, step, 0
+        if self.smoothed <= c.threshold or self.best_step is None:
+            # below the level; or the first measurement after min_steps, kept so that a signal that
+            # is above the level from the start still has a checkpoint to fall back on
+            fresh = self.smoothed <= c.threshold
+            self.best, self.best_step = self.smoothed, step
+            self.rising = 0 if fresh else 1
             return "best"
         self.rising += 1
-        if self.rising >= c.patience and self.best_step is not None:
+        if self.rising >= c.patience:
             self.stop_step, self.kept_step, self.phase = step, self.best_step, COLLAPSING
             return "turn"
         return "rising"
