@@ -19,12 +19,8 @@ from scoregan._checks import check_matrix
 __all__ = ["empirical_posterior_mean", "empirical_score"]
 
 
-def empirical_posterior_mean(x: torch.Tensor, centres: torch.Tensor, sigma: torch.Tensor | float,
-                             *, chunk: int = 4096) -> torch.Tensor:
-    """E[y | x] (N, d) under p̂^σ: Σ_j a_ij y_j with a_ij the softmax of −‖x_i − y_j‖² / (2σ_i²).
-
-    x (N, d) query points, centres (M, d), sigma a float or (N,) per-row noise levels (> 0).
-    Rows are processed ``chunk`` at a time (memory O(chunk · M))."""
+def _row_sigmas(x: torch.Tensor, centres: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """Check x (N, d) and centres (M, d); return σ as an (N,) tensor of positive levels."""
     check_matrix("x", x)
     check_matrix("centres", centres, dim=x.shape[1])
     sig = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
@@ -34,6 +30,10 @@ def empirical_posterior_mean(x: torch.Tensor, centres: torch.Tensor, sigma: torc
         raise ValueError(f"sigma must be a float or have shape ({x.shape[0]},), got {tuple(sig.shape)}")
     if not bool((sig > 0).all()):
         raise ValueError(f"sigma must be > 0, got min {float(sig.min())}")
+    return sig
+
+
+def _posterior_mean(x: torch.Tensor, centres: torch.Tensor, sig: torch.Tensor, chunk: int) -> torch.Tensor:
     out = torch.empty_like(x)
     c2 = (centres * centres).sum(dim=1)
     for lo in range(0, x.shape[0], chunk):
@@ -44,9 +44,17 @@ def empirical_posterior_mean(x: torch.Tensor, centres: torch.Tensor, sigma: torc
     return out
 
 
+def empirical_posterior_mean(x: torch.Tensor, centres: torch.Tensor, sigma: torch.Tensor | float,
+                             *, chunk: int = 4096) -> torch.Tensor:
+    """E[y | x] (N, d) under p̂^σ: Σ_j a_ij y_j with a_ij the softmax of −‖x_i − y_j‖² / (2σ_i²).
+
+    x (N, d) query points, centres (M, d), sigma a float or (N,) per-row noise levels (> 0).
+    Rows are processed ``chunk`` at a time (memory O(chunk · M))."""
+    return _posterior_mean(x, centres, _row_sigmas(x, centres, sigma), chunk)
+
+
 def empirical_score(x: torch.Tensor, centres: torch.Tensor, sigma: torch.Tensor | float,
                     *, chunk: int = 4096) -> torch.Tensor:
     """∇log p̂^σ(x) (N, d) of the perturbed empirical measure of ``centres`` (module docstring)."""
-    sig = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
-    sig = sig.expand(x.shape[0]) if sig.ndim == 0 else sig
-    return (empirical_posterior_mean(x, centres, sig, chunk=chunk) - x) / sig[:, None] ** 2
+    sig = _row_sigmas(x, centres, sigma)
+    return (_posterior_mean(x, centres, sig, chunk) - x) / sig[:, None] ** 2
