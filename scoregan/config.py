@@ -58,6 +58,8 @@ class DataConfig:
     path: str | None = spec(None, help="file for file-backed datasets (.npz)")
     key: str = spec("x", help="array name inside an .npz file")
     seed: int = spec(0, min=0, help="seed of the dataset's own randomness (mode layout, finite sets)")
+    holdout: int = spec(0, min=0, help="points of a finite dataset (digits, npz) kept out of training, chosen "
+                                       "with data.seed; the diagnostics measure the discriminator on them")
 
 
 @dataclass
@@ -126,7 +128,7 @@ class TrackingConfig:
 
 
 # The early-stopping signals of scoregan.diagnostics.callbacks (diagnostics first, then evaluation).
-EARLY_STOPPING_SIGNALS = ("combined", "steepness", "dgrad_fake", "dgrad_ratio", "w2", "sliced_w2")
+EARLY_STOPPING_SIGNALS = ("combined", "steepness", "dgrad_fake", "dgrad_ratio", "overfit", "w2", "sliced_w2")
 
 
 @dataclass
@@ -150,13 +152,14 @@ class EarlyStoppingConfig:
 
     enabled: bool = spec(False, help="watch the signal, save checkpoints/best.pt, stop at the turn")
     metric: str = spec("combined", choices=EARLY_STOPPING_SIGNALS,
-                       help="signal: combined | steepness | dgrad_fake | dgrad_ratio (diagnostics), w2 | sliced_w2 "
-                            "(evaluation)")
+                       help="signal: combined | steepness | dgrad_fake | dgrad_ratio | overfit (diagnostics; "
+                            "overfit needs data.holdout > 0), w2 | sliced_w2 (evaluation)")
     rule: str = spec("trough", choices=("trough", "threshold"),
                      help="trough: keep the lowest smoothed signal, turn when it rises `rise` above it; threshold: "
-                          "keep the last step with the smoothed log-signal <= `threshold`, turn when above it")
-    threshold: float = spec(0.1, help="rule=threshold: the level of the smoothed log-signal (0.1: 10 % above 1)")
-    smoothing: float = spec(0.7, min=0, max=0.999, help="EMA coefficient β of the signal's log")
+                          "keep the last step with the smoothed signal <= `threshold`, turn when above it")
+    threshold: float = spec(0.1, help="rule=threshold: the level of the smoothed signal (of its log, 0.1 = 10 % above "
+                                      "1, except for overfit, which is read as it is)")
+    smoothing: float = spec(0.7, min=0, max=0.999, help="EMA coefficient β of the signal (of its log, except overfit)")
     patience: int = spec(5, min=1, help="consecutive rising measurements that declare the turn")
     rise: float = spec(0.1, min=0, help="change of the smoothed log-signal that counts: the fall from the peak "
                        "that starts refining, the rise above the trough that counts as rising")
@@ -411,9 +414,12 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
 
     validate_data_config(cfg.data)
     es = cfg.early_stopping
-    if es.enabled and es.metric in ("combined", "steepness", "dgrad_fake") and cfg.diagnostics.every == 0:
+    if es.enabled and es.metric not in ("w2", "sliced_w2") and cfg.diagnostics.every == 0:
         raise ConfigError(f"early_stopping.metric = {es.metric!r} needs diagnostics: diagnostics.every = 0 "
                           "turns them off; set it > 0 (e.g. 100)")
+    if es.enabled and es.metric == "overfit" and cfg.data.holdout == 0:
+        raise ConfigError("early_stopping.metric = 'overfit' compares the discriminator on training and held-out "
+                          "points: set data.holdout > 0 (e.g. 300) to keep points out of training")
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device = {dev!r}: allowed values are 'auto', 'cpu', 'cuda', 'cuda:N'")

@@ -79,3 +79,27 @@ def test_npz_roundtrip_and_errors(tmp_path):
         npz_dataset(str(bad))
     with pytest.raises(ConfigError, match="data.path must name"):
         load_config(None, ["data.name=npz"])
+
+
+def test_holdout_splits_a_finite_set_disjointly_and_reproducibly():
+    full = _data("digits")
+    d = _data("digits", holdout=300, seed=3)
+    assert d.points.shape == (1497, 64) and d.heldout.shape == (300, 64)
+    # the two parts are a partition of the original rows (as a multiset: digits has duplicates)
+    rows = lambda t: sorted(map(tuple, t.tolist()))  # noqa: E731
+    assert rows(torch.cat([d.points, d.heldout])) == rows(full.points)
+    # training draws come only from the training part
+    x = d.sample(2000, generator=torch.Generator().manual_seed(0))
+    assert torch.cdist(x, d.points).min(1).values.max() == 0
+    assert torch.equal(_data("digits", holdout=300, seed=3).heldout, d.heldout)
+    assert not torch.equal(_data("digits", holdout=300, seed=4).heldout, d.heldout)
+    assert d.params()["n_heldout"] == 300 and full.heldout is None
+
+
+def test_holdout_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"data\.holdout = 10: dataset '8gaussians' is a distribution"):
+        _data("8gaussians", holdout=10)
+    with pytest.raises(ConfigError, match=r"data\.holdout = 1796: .*1797 points; at most 1795"):
+        _data("digits", holdout=1796)
+    with pytest.raises(ConfigError, match=r"data\.holdout"):
+        load_config(None, ["data.name=digits", "data.holdout=-1"])

@@ -321,3 +321,57 @@ def test_threshold_rule_with_a_signal_above_the_level_from_the_start():
     tr = _feed(es, [0.9, 0.9] + [1.5] * 20)
     assert es.best_step == 30 and es.stop_step == 50 and tr.should_stop
     assert tr.saved == [("best", 30)]
+
+
+def test_overfitting_ratio_is_exact_for_a_linear_critic_and_affine_invariant():
+    """For v(x) = wᵀx + b the median of v over a set is wᵀ(the set's points) + b at the median
+    point, so overfit is a ratio of differences of projected medians; v and a·v + c (a > 0) give
+    the same value, and equal training and held-out sets give 0."""
+    from scoregan.diagnostics.callbacks import overfitting_stats
+
+    g = torch.Generator().manual_seed(0)
+    real, held, fake = (torch.randn(n, 3, generator=g, dtype=torch.float64) + shift
+                        for n, shift in ((51, 1.0), (31, 0.6), (41, -2.0)))  # odd sizes: unique medians
+    w = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    lin = torch.nn.Linear(3, 1, dtype=torch.float64)
+    with torch.no_grad():
+        lin.weight.copy_(w[None])
+        lin.bias.fill_(0.3)
+    m = [float((x @ w).median()) for x in (real, held, fake)]
+    expected = (m[0] - m[1]) / (m[0] - m[2])
+    row = overfitting_stats(lin, real, held, fake)
+    assert row["overfit"] == pytest.approx(expected, rel=1e-12)
+    assert 0.05 < expected < 0.5  # the held-out set lies between the training and generated ones
+    assert row["critic_heldout"] == pytest.approx(m[1] + 0.3, rel=1e-12)
+    assert row["dgrad_heldout_median"] == pytest.approx(float(w.norm()), rel=1e-12)  # ∇ₓv = w everywhere
+    scaled = overfitting_stats(lambda x: 7.0 * lin(x) - 4.0, real, held, fake)
+    assert scaled["overfit"] == pytest.approx(expected, rel=1e-12)
+    assert overfitting_stats(lin, real, real, fake)["overfit"] == 0.0  # held-out = training: no overfitting
+
+
+def test_overfit_signal_is_read_linearly_and_needs_a_holdout(tmp_path, tiny_overrides):
+    """overfit can be <= 0, so the rule reads it as it is (a log would fail); the threshold rule keeps
+    the last step at or below the level. The config refuses overfit without held-out points, and a
+    run with data.holdout logs the overfitting statistics."""
+    cfg = EarlyStoppingConfig(enabled=True, metric="overfit", rule="threshold", threshold=0.1, smoothing=0.0,
+                              patience=2)
+    es = EarlyStopping(cfg, DiagnosticsCallback(DiagnosticsConfig(every=10)))
+    tr = _feed(es, [-0.05, 0.02, 0.08, 0.05, 0.15, 0.2, 0.3])
+    assert [h[1] for h in es.history[:2]] == [-0.05, 0.02]
+    assert es.best_step == 40 and es.stop_step == 60 and tr.should_stop
+    with pytest.raises(ConfigError, match=r"early_stopping.metric = 'overfit'.*data.holdout"):
+        load_config(None, ["data.name=digits", "early_stopping.enabled=true", "early_stopping.metric=overfit",
+                           "diagnostics.every=10"])
+    run_cfg = load_config(None, [*tiny_overrides, "data.name=digits", "data.holdout=100", "model.latent_dim=4",
+                                 "train.steps=20", "train.checkpoint_every=20", "train.eval_every=1000",
+                                 "diagnostics.every=10", "diagnostics.batch=32", "early_stopping.enabled=true",
+                                 "early_stopping.metric=overfit", "early_stopping.action=continue"])
+    trainer = Trainer(run_cfg, tmp_path / "run")
+    trainer.fit()
+    rows = _rows(tmp_path / "run", "diagnostics")
+    assert [r["step"] for r in rows] == [10, 20]
+    for r in rows:
+        assert math.isfinite(r["overfit"]) and r["dgrad_heldout_median"] > 0
+        assert r["overfit"] == pytest.approx((r["critic_real"] - r["critic_heldout"])
+                                             / (r["critic_real"] - r["critic_fake"]), rel=1e-9)
+    assert [h[1] for h in trainer.callbacks[1].history] == [r["overfit"] for r in rows]

@@ -44,6 +44,9 @@ DATASETS: dict[str, DatasetEntry] = {
 }
 
 
+FINITE = ("digits", "npz")  # the finite sets (ArrayDataset): the ones data.holdout can split
+
+
 def _kwargs(cfg) -> dict:
     entry = DATASETS[cfg.name]
     out = {}
@@ -72,12 +75,24 @@ def validate_data_config(cfg) -> None:
 
         if not Path(cfg.path).is_file():
             raise ConfigError(f"data.path = {cfg.path!r}: no such file")
+    if cfg.holdout and cfg.name not in FINITE:
+        raise ConfigError(f"data.holdout = {cfg.holdout}: dataset {cfg.name!r} is a distribution one can sample "
+                          f"afresh, not a finite set; holdout applies to {', '.join(FINITE)}")
 
 
 def make_dataset(cfg) -> Dataset:
-    """Build the target described by a :class:`scoregan.config.DataConfig`."""
+    """Build the target described by a :class:`scoregan.config.DataConfig` (with ``holdout`` > 0,
+    the training part of the finite set, carrying the held-out points as ``heldout``)."""
     validate_data_config(cfg)
-    return DATASETS[cfg.name].factory(**_kwargs(cfg))
+    data = DATASETS[cfg.name].factory(**_kwargs(cfg))
+    if cfg.holdout:
+        try:
+            data = data.hold_out(cfg.holdout, seed=cfg.seed)
+        except ValueError as exc:
+            from scoregan.config import ConfigError
+
+            raise ConfigError(str(exc)) from None
+    return data
 
 
 __all__ = [

@@ -17,11 +17,14 @@ class Dataset(ABC):
     ``generator`` (a CPU ``torch.Generator``), so runs are reproducible on any device.
     ``mixture`` is the exact :class:`~scoregan.scores.GaussianMixture` when the target is one
     (then log-density, score and mode statistics are available in closed form), else ``None``.
+    ``heldout`` is an (m, dim) tensor of points kept out of training (a finite set split with
+    :meth:`ArrayDataset.hold_out`), else ``None``.
     """
 
     name: str = "dataset"
     dim: int
     mixture: GaussianMixture | None = None
+    heldout: torch.Tensor | None = None
 
     @abstractmethod
     def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor: ...
@@ -71,4 +74,20 @@ class ArrayDataset(Dataset):
         return self.points[idx]
 
     def params(self) -> dict:
-        return {**self._params, "n_points": self.points.shape[0]}
+        out = {**self._params, "n_points": self.points.shape[0]}
+        if self.heldout is not None:
+            out["n_heldout"] = self.heldout.shape[0]
+        return out
+
+    def hold_out(self, m: int, seed: int = 0) -> ArrayDataset:
+        """Split off ``m`` points, chosen by a permutation seeded with ``seed``: the returned
+        dataset trains on the other N − m points and carries the m as ``heldout`` (m, d)."""
+        n = self.points.shape[0]
+        check_int("data.holdout", m, minimum=1)
+        if m > n - 2:
+            raise ValueError(f"data.holdout = {m}: dataset {self.name!r} has {n} points; at most {n - 2} can be held "
+                             "out (training needs 2)")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        out = ArrayDataset(self.name, self.points[perm[m:]], self._params)
+        out.heldout = self.points[perm[:m]].contiguous()
+        return out

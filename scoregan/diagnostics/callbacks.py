@@ -8,6 +8,10 @@ which is what a checkpoint is judged by) or the one being trained (``"trained"``
 * ``steepness_*``: statistics of σ₁(z_i) = ‖J_G(z_i)‖₂ (:mod:`scoregan.diagnostics.steepness`);
 * ``dgrad_real_*``, ``dgrad_fake_*``: statistics of ‖∇ₓ v‖ on the real points and on G(z);
 * ``align_fake_*``: for mixture targets, cos(∇ₓ v, nearest mode − x) on G(z);
+* with held-out points (``data.holdout`` > 0, a finite data set): the median critic values
+  ``critic_real``, ``critic_heldout``, ``critic_fake``, the gradient statistics ``dgrad_heldout_*``
+  and ``overfit`` = (m_train − m_held out) / (m_train − m_generated) of those medians
+  (:func:`overfitting_stats`);
 * ``combined_*``: statistics of the per-latent product c_i = σ₁(z_i) · ‖∇ₓ v(G(z_i))‖, a bound on
   the sensitivity of the discriminator's verdict to the latent: ‖∇_z v(G(z_i))‖ = ‖J_iᵀ ∇ₓ v‖ ≤ c_i;
 * its own cost: ``time_diag_s``, the median training-step time since the last measurement
@@ -27,6 +31,10 @@ buffers, so a run with diagnostics trains exactly like one without.
   the same distribution on both: s ≈ 0. It turns positive when real points sit where the
   discriminator is steep and generated ones do not: modes the generator dropped, or training points
   the discriminator memorised;
+* ``"overfit"``: s = the overfitting ratio itself (not its log: it can be ≤ 0). 0 while the
+  discriminator treats unseen real points like the training points, 1 once it treats them like
+  generated ones. On a finite training set the discriminator memorises its points and the generator,
+  pushed along ∇ₓ v, follows it towards copies of them: the quality reached so far decays;
 * ``"w2"``, ``"sliced_w2"``: s = log of that evaluation metric (an oracle baseline that needs
   samples of the target; read at every evaluation instead).
 
@@ -56,21 +64,16 @@ A run that completes its steps without a declared turn keeps its final checkpoin
 (the rule saw no collapse). Every measurement is logged (kind ``"early_stopping"``: signal,
 smoothed, peak, trough, its step, the rising count and the phase 0/1/2).
 
-Why this signal (the picture of the three-phase analysis of GAN training, which this rule
-operationalises; it is a hypothesis about the dynamics, not a guarantee). Early on the
-discriminator learns to separate the initial samples and its gradient at the generated points
-grows, and the product with it. While particles are refined into the modes, the discriminator
-flattens at the generated points and the steepness at a typical latent falls (a typical latent
-lands inside a mode, where G contracts; the stretch concentrates on the thin latent boundaries
-between modes): the product falls. If the generator then stretches latent neighbourhoods across the
-gaps between modes while the discriminator grows sharp at the generated points, the product turns
-upward, and that turn is what the rule detects. ``recipes/three_phases.py`` measures how well this
-holds, and in its NS-SGAN runs (25 Gaussians, digits) it does not: the best sample quality comes
-near the PEAK of the product, at the end of its rise, and the collapse that follows (mode dropping:
-particles pile into fewer modes, where both factors stay small) comes with a FALLING product, so
-the rule rarely fires and keeps a collapsed checkpoint. The signs of collapse there are in the
-tails and on the real points (the 90 % quantiles of steepness and the gradient on real points grow
-while the gradient on generated points falls); all these statistics are logged for that reason.
+Which signal (``recipes/three_phases.py`` measures each against the oracle's quality curve).
+``combined`` operationalises the three-phase picture of GAN training: the discriminator sharpens
+while it pushes the particles, flattens at them while they are refined into the modes, and the
+product with the steepness turns upward once G stretches latent neighbourhoods across the gaps
+between modes. In the recipe's NS-SGAN runs it does not hold: the best quality comes near the PEAK of
+the product, and the collapse that follows comes with a falling product (particles pile into fewer
+modes, where both factors stay small). What does track the turn is the discriminator's verdict on
+real points it has and has not trained on: ``dgrad_ratio`` on a target sampled afresh (it crosses
+1 at the quality optimum) and ``overfit`` on a finite set (it crosses a level near 0.16 there),
+each with the threshold rule. All the statistics are logged so other signals can be replayed.
 
 Both callbacks keep their state in ``state_dict`` (saved in every checkpoint), so a resumed run
 produces the same rows and the same decision as an uninterrupted one.
@@ -100,18 +103,20 @@ __all__ = ["DIAGNOSTIC_SIGNALS", "EVAL_SIGNALS", "DiagnosticsCallback", "Diagnos
 
 # early-stopping signal -> the diagnostics key whose log it watches
 DIAGNOSTIC_SIGNALS = {"combined": "combined_median", "steepness": "steepness_median", "dgrad_fake": "dgrad_fake_median",
-                      "dgrad_ratio": "dgrad_ratio"}
+                      "dgrad_ratio": "dgrad_ratio", "overfit": "overfit"}
+LINEAR_SIGNALS = ("overfit",)  # read as they are (they may be <= 0); every other signal through its log
 EVAL_SIGNALS = ("w2", "sliced_w2")
 FITTING, REFINING, COLLAPSING = 0, 1, 2  # the phases as the rule sees them
 
 
 def compute_diagnostics(generator: Callable[[torch.Tensor], torch.Tensor],
                         discriminator: Callable[[torch.Tensor], torch.Tensor] | None, z: torch.Tensor,
-                        real: torch.Tensor | None = None, *, means: torch.Tensor | None = None, iters: int = 64,
-                        tol: float = 1e-3, method: str = "lanczos", rng: torch.Generator | int | None = None
-                        ) -> dict[str, float]:
+                        real: torch.Tensor | None = None, *, means: torch.Tensor | None = None,
+                        heldout: torch.Tensor | None = None, iters: int = 64, tol: float = 1e-3,
+                        method: str = "lanczos", rng: torch.Generator | int | None = None) -> dict[str, float]:
     """One measurement on latents z (B, k) and real points (B', d): the ``steepness_*``, and with a
-    discriminator the ``dgrad_*``, ``combined_*`` (and with mixture ``means`` the ``align_fake_*``)
+    discriminator the ``dgrad_*``, ``combined_*`` (with mixture ``means`` the ``align_fake_*``; with
+    ``real`` and held-out points (B'', d) the ``critic_*``, ``dgrad_heldout_*`` and ``overfit``)
     statistics described in the module docstring, plus ``steepness_iters``."""
     res = spectral_norm_batch(generator, z, iters=iters, tol=tol, method=method, rng=rng)
     row = {**batch_stats(res.sigma, "steepness_"), "steepness_iters": float(res.iters),
@@ -127,10 +132,34 @@ def compute_diagnostics(generator: Callable[[torch.Tensor], torch.Tensor],
         row.update(batch_stats(discriminator_gradient(discriminator, real).norm(dim=1), "dgrad_real_"))
         row["dgrad_ratio"] = row["dgrad_real_median"] / max(row["dgrad_fake_median"], 1e-300)
     row.update(batch_stats(res.sigma * n_fake, "combined_"))
+    if real is not None and heldout is not None:
+        row.update(overfitting_stats(discriminator, real, heldout, fake))
     if means is not None:
         cos = mode_alignment(g_fake, fake, means)
         row.update(batch_stats(cos, "align_fake_"))
         row["align_fake_pos"] = float((cos > 0).to(torch.float64).mean())
+    return row
+
+
+def overfitting_stats(discriminator: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
+                      heldout: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    """The discriminator on training points (B, d), held-out points (B', d) and generated ones:
+    the median critic values ``critic_real``, ``critic_heldout``, ``critic_fake`` (m_·), the
+    gradient-norm statistics ``dgrad_heldout_*``, and the overfitting ratio
+
+        overfit = (m_train − m_held out) / (m_train − m_generated),
+
+    0 while the critic treats unseen real points like the training points, 1 once it treats them
+    like generated ones. It is invariant to shifts and positive scalings of v, so it reads the same
+    for logits, f-GAN critics and IPM witnesses. Medians rather than means: a memorising
+    discriminator puts a few training points far out, and the median ignores them."""
+    with torch.no_grad():
+        m_real, m_held, m_fake = (discriminator(x).reshape(-1).to(torch.float64).median().item()
+                                  for x in (real, heldout, fake))
+    gap = m_real - m_fake
+    row = {"critic_real": m_real, "critic_heldout": m_held, "critic_fake": m_fake,
+           "overfit": (m_real - m_held) / gap if gap != 0 else math.nan}
+    row.update(batch_stats(discriminator_gradient(discriminator, heldout).norm(dim=1), "dgrad_heldout_"))
     return row
 
 
@@ -149,6 +178,7 @@ class DiagnosticsCallback(Callback):
         self._z: torch.Tensor | None = None
         self._real: torch.Tensor | None = None
         self._means: torch.Tensor | None = None
+        self._heldout: torch.Tensor | None = None
         self._t_last: float | None = None
         self._step_times: list[float] = []
         self.last: dict[str, float] = {}
@@ -170,6 +200,8 @@ class DiagnosticsCallback(Callback):
         self._real = self._real.to(device=trainer.device, dtype=trainer.dtype)
         mix = trainer.data.mixture
         self._means = None if mix is None else mix.means.to(device=trainer.device, dtype=trainer.dtype)
+        held = trainer.data.heldout  # up to `batch` of the held-out points, the same ones every time
+        self._heldout = None if held is None else held[:c.batch].to(device=trainer.device, dtype=trainer.dtype)
         self._t_last, self._step_times = None, []
 
     def measure(self, trainer: Trainer) -> dict[str, float]:
@@ -179,8 +211,8 @@ class DiagnosticsCallback(Callback):
         mods = trainer.rule.modules
         c = self.cfg
         gen = mods.get("generator_ema", mods["generator"]) if c.network == "sampled" else mods["generator"]
-        return compute_diagnostics(gen, mods.get("discriminator"), self._z, self._real,
-                                   means=self._means, iters=c.iters, tol=c.tol, method=c.method, rng=c.seed + 2)
+        return compute_diagnostics(gen, mods.get("discriminator"), self._z, self._real, means=self._means,
+                                   heldout=self._heldout, iters=c.iters, tol=c.tol, method=c.method, rng=c.seed + 2)
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
         now = time.perf_counter()
@@ -262,7 +294,10 @@ class EarlyStopping(Callback):
         ``"rising"``, ``"flat"``, ``"turn"`` (the turn is declared now) or ``"collapsing"``
         (declared earlier: the decision is frozen, the signal is still tracked)."""
         c = self.cfg
-        s = math.log(max(value, 1e-300)) if math.isfinite(value) else math.inf
+        if not math.isfinite(value):
+            s = math.inf
+        else:
+            s = value if c.metric in LINEAR_SIGNALS else math.log(max(value, 1e-300))
         self.smoothed = s if self.smoothed is None else c.smoothing * self.smoothed + (1 - c.smoothing) * s
         self.history.append((step, s, self.smoothed))
         if self.stop_step is not None:
