@@ -66,7 +66,7 @@ import torch
 from scoregan.checkpoint import load_checkpoint
 from scoregan.config import load_config
 from scoregan.diagnostics import DiagnosticsCallback, DiagnosticsConfig, EarlyStopping, EarlyStoppingConfig
-from scoregan.diagnostics.callbacks import LINEAR_SIGNALS
+from scoregan.diagnostics.callbacks import DIAGNOSTIC_SIGNALS, LINEAR_SIGNALS
 from scoregan.metrics import frechet_distance, mode_stats, precision_recall, w2
 from scoregan.plotting import save_figure
 from scoregan.tracking import read_metrics
@@ -124,6 +124,7 @@ TARGETS = {
 COMMON = ("trainer.name=nsgan", "tracking.mode=disabled", "train.progress=false", "eval.figures=false",
           "eval.n_samples=500", "train.log_every=50")
 DIAG_BATCH = 1024
+SENSITIVITY = (-0.04, -0.02, 0.0, 0.02, 0.04)  # threshold offsets replayed for the sensitivity table
 
 
 class QualityProbe(Callback):
@@ -220,6 +221,39 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
 def _median(xs: list[float]) -> float | None:
     xs = sorted(xs)
     return None if not xs else (xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]))
+
+
+def replay_kept_step(run: dict[str, Any], **changes: Any) -> int:
+    """The checkpoint the run's rule, with ``changes`` (e.g. threshold=0.1), would have kept: the rule
+    replayed on the logged diagnostics (the run went on to its last step, so every measurement is
+    there). Used for the threshold sensitivity table; with no changes it is the run's own decision."""
+    cfg = EarlyStoppingConfig(enabled=True, action="continue", **{**run["early"], **changes})
+    rule = EarlyStopping(cfg, DiagnosticsCallback())
+    key = DIAGNOSTIC_SIGNALS[cfg.metric]
+    for row in run["diagnostics"]:
+        rule.update(row["step"], row[key])
+    return rule.kept_step if rule.stop_step is not None else run["steps"]
+
+
+def threshold_sensitivity(runs: list[dict[str, Any]], offsets: tuple[float, ...]) -> list[str]:
+    """Markdown rows: for the rule's threshold moved by each offset, per target, the number of runs
+    whose kept checkpoint (replayed; its metric read from the quality trace) is within 10 % of the
+    run's best."""
+    lines = ["| target | " + " | ".join(f"threshold {'+' if o > 0 else ''}{o:g}" if o else "threshold as run"
+                                        for o in offsets) + " |",
+             "| --- |" + " ---: |" * len(offsets)]
+    for name in dict.fromkeys(r["target"] for r in runs):
+        cells = []
+        for o in offsets:
+            sel = [r for r in runs if r["target"] == name]
+            hits = 0
+            for r in sel:
+                at = {q["step"]: q[r["metric"]] for q in r["quality"]}
+                kept = replay_kept_step(r, threshold=r["early"]["threshold"] + o)
+                hits += at[kept] <= (1 + ACCEPT_WITHIN) * r["best_metric"]
+            cells.append(f"{hits}/{len(sel)} (τ = {sel[0]['early']['threshold'] + o:.3g})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def acceptance(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -378,6 +412,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--early", action="append", default=[], metavar="KEY=VALUE",
                    help="early-stopping setting (metric, rule, threshold, smoothing, patience, rise, min_steps); "
                         "repeatable")
+    p.add_argument("--report-only", action="store_true",
+                   help="redo the tables and figures from --out's results.json without training")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel runs (1 thread each)")
     args = p.parse_args(argv)
 
@@ -410,12 +446,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         jobs += [(n, s, steps, every, str(out), tuple(args.overrides), early) for s in seeds]
 
     t0 = time.perf_counter()
-    if args.workers > 1:
+    if args.report_only:  # tables and figures again from an earlier run's results.json, no training
+        previous = json.loads((out / "results.json").read_text())
+        runs, wall = [r for r in previous["runs"] if r["target"] in names], previous["wall_s"]
+    elif args.workers > 1:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             runs = list(pool.map(run_one, *zip(*jobs)))
     else:
         runs = [run_one(*j) for j in jobs]
-    wall = time.perf_counter() - t0
+    wall = wall if args.report_only else time.perf_counter() - t0
 
     rows = [summarise(r) for r in runs]
     accept = {n: acceptance([r for r in rows if r["target"] == n]) for n in names}
@@ -424,6 +463,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for n in names:
         figure_overview([r for r in runs if r["target"] == n], out / "figures" / f"{n}-overview.png")
     table = table_markdown(rows, accept)
+    if all(r["early"].get("rule") == "threshold" for r in runs):
+        table += ("\nThreshold sensitivity: kept checkpoint within 10 % of the run's best, the rule replayed on "
+                  "the logged signal with its threshold moved (the signal is a log for dgrad_ratio, linear for "
+                  "overfit):\n\n" + "\n".join(threshold_sensitivity(runs, SENSITIVITY)) + "\n")
     if args.quick:
         table += "\n(quick mode: a smoke run, too short to collapse; the acceptance lines above are not the real test)\n"
     (out / "table.md").write_text(table)

@@ -375,3 +375,28 @@ def test_overfit_signal_is_read_linearly_and_needs_a_holdout(tmp_path, tiny_over
         assert r["overfit"] == pytest.approx((r["critic_real"] - r["critic_heldout"])
                                              / (r["critic_real"] - r["critic_fake"]), rel=1e-9)
     assert [h[1] for h in trainer.callbacks[1].history] == [r["overfit"] for r in rows]
+
+
+def test_overfit_rule_from_the_config_resumes_exactly(tmp_path, tiny_overrides):
+    """digits with held-out points, the overfit threshold rule built from the config: a run stopped at
+    step 20 and resumed logs the same diagnostics and signal rows and keeps the same checkpoint."""
+    over = [*tiny_overrides, "data.name=digits", "data.holdout=64", "model.latent_dim=4", "train.steps=40",
+            "train.checkpoint_every=10", "train.eval_every=1000", "train.batch_size=32", "eval.n_samples=64",
+            "model.generator.hidden=[16]", "model.discriminator.hidden=[16]", "diagnostics.every=5",
+            "diagnostics.batch=32", "early_stopping.enabled=true", "early_stopping.metric=overfit",
+            "early_stopping.rule=threshold", "early_stopping.threshold=-1", "early_stopping.patience=2",
+            "early_stopping.min_steps=25", "early_stopping.action=continue"]
+    cfg = load_config(None, over)
+    straight = Trainer(cfg, tmp_path / "straight")
+    straight.fit()
+    es = straight.callbacks[1]
+    # every overfit value is above -1: the first measurement from min_steps on is kept, and it counts
+    # as the first of the `patience` measurements above the level
+    assert (es.best_step, es.stop_step) == (25, 30)
+    Trainer(cfg, tmp_path / "resumed", callbacks=[StopAtStep(20)]).fit()
+    resumed = Trainer(cfg, tmp_path / "resumed", resume=True)
+    resumed.fit()
+    for kind in ("diagnostics", "early_stopping"):
+        assert _rows(tmp_path / "straight", kind) == _rows(tmp_path / "resumed", kind), kind
+    assert (resumed.callbacks[1].best_step, resumed.callbacks[1].stop_step) == (25, 30)
+    assert load_checkpoint(tmp_path / "resumed/checkpoints/best.pt")["step"] == 25
