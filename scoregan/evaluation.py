@@ -17,6 +17,11 @@ def evaluate_generator(sample: Callable[[int, torch.Generator], torch.Tensor], d
     (seed + 1), and compute :func:`scoregan.metrics.toy_report` (W2, sliced W2, MMD², energy,
     and mode statistics for mixture targets). Returns (metrics, samples, reference) on the CPU.
 
+    A data set with held-out points (``data.holdout``) adds the same distances against them,
+    ``w2_heldout``, ``sliced_w2_heldout``, ``mmd2_heldout`` and ``energy_heldout``: the
+    generalisation check (a generator that copies its training points is closer to them than to
+    unseen points of the same distribution).
+
     The draws use their own generators, so evaluating never perturbs a training run's RNG.
     """
     from scoregan.metrics import toy_report
@@ -30,4 +35,7 @@ def evaluate_generator(sample: Callable[[int, torch.Generator], torch.Tensor], d
         return {"nonfinite_samples": bad}, torch.nan_to_num(samples), reference
     metrics = toy_report(samples, reference, mixture=data.mixture,
                          generator=torch.Generator().manual_seed(seed + 2))
+    if data.heldout is not None:
+        held = toy_report(samples, data.heldout, generator=torch.Generator().manual_seed(seed + 3))
+        metrics.update({f"{k}_heldout": held[k] for k in ("w2", "sliced_w2", "mmd2", "energy")})
     return metrics, samples, reference

@@ -103,3 +103,23 @@ def test_holdout_errors_name_the_field():
         _data("digits", holdout=1796)
     with pytest.raises(ConfigError, match=r"data\.holdout"):
         load_config(None, ["data.name=digits", "data.holdout=-1"])
+
+
+def test_evaluation_adds_heldout_distances_for_a_split_set():
+    """evaluate_generator on a data set with held-out points reports the distances to them too,
+    equal to toy_report against them; a sampler that returns exactly the held-out set is at W2 0
+    from it and not from the training part."""
+    from scoregan.evaluation import evaluate_generator
+    from scoregan.metrics import toy_report
+
+    d = _data("digits", holdout=300)
+
+    def heldout_sampler(n, g):
+        return d.heldout[torch.randperm(d.heldout.shape[0], generator=torch.Generator().manual_seed(5))[:n]]
+
+    metrics, samples, _ = evaluate_generator(heldout_sampler, d, n=300, seed=0)
+    direct = toy_report(samples, d.heldout, generator=torch.Generator().manual_seed(3))
+    for k in ("w2", "sliced_w2", "mmd2", "energy"):
+        assert metrics[f"{k}_heldout"] == pytest.approx(direct[k], rel=1e-9)
+    assert metrics["w2_heldout"] == pytest.approx(0.0, abs=1e-6) and metrics["w2"] > 1.0
+    assert "w2_heldout" not in evaluate_generator(heldout_sampler, _data("digits"), n=64, seed=0)[0]
