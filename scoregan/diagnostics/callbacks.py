@@ -155,7 +155,7 @@ def overfitting_stats(discriminator: Callable[[torch.Tensor], torch.Tensor], rea
     like generated ones. It is invariant to shifts and positive scalings of v, so it reads the same
     for logits, f-GAN critics and IPM witnesses. Medians rather than means: a memorising
     discriminator puts a few training points far out, and the median ignores them."""
-    with torch.no_grad():
+    with eval_mode(discriminator), torch.no_grad():  # eval mode: no spectral-norm buffer updates
         m_real, m_held, m_fake = (discriminator(x).reshape(-1).to(torch.float64).median().item()
                                   for x in (real, heldout, fake))
     gap = m_real - m_fake
