@@ -137,10 +137,12 @@ class QualityProbe(Callback):
 
     def measure(self, trainer: Trainer) -> dict[str, float]:
         data = trainer.data
-        if self._reference is None:  # a finite set: all of it, held-out points included
-            self._reference = (data.sample(self.n, generator=torch.Generator().manual_seed(self.seed + 1))
-                               if data.mixture is not None else data.points if data.heldout is None
-                               else torch.cat([data.points, data.heldout]))
+        if self._reference is None:
+            if data.mixture is not None:
+                self._reference = data.sample(self.n, generator=torch.Generator().manual_seed(self.seed + 1))
+            else:  # a finite set: all of it, held-out points included
+                held = [] if data.heldout is None else [data.heldout]
+                self._reference = torch.cat([data.points, *held])
         trainer.rule.train(False)
         x = trainer.rule.sample(self.n, torch.Generator(device=trainer.device).manual_seed(self.seed)).cpu().float()
         trainer.rule.train(True)
@@ -243,9 +245,9 @@ def threshold_sensitivity(runs: list[dict[str, Any]], offsets: tuple[float, ...]
                                         for o in offsets) + " |",
              "| --- |" + " ---: |" * len(offsets)]
     for name in dict.fromkeys(r["target"] for r in runs):
+        sel = [r for r in runs if r["target"] == name]
         cells = []
         for o in offsets:
-            sel = [r for r in runs if r["target"] == name]
             hits = 0
             for r in sel:
                 at = {q["step"]: q[r["metric"]] for q in r["quality"]}

@@ -128,7 +128,9 @@ class TrackingConfig:
 
 
 # The early-stopping signals of scoregan.diagnostics.callbacks (diagnostics first, then evaluation).
-EARLY_STOPPING_SIGNALS = ("combined", "steepness", "dgrad_fake", "dgrad_ratio", "overfit", "w2", "sliced_w2")
+DIAGNOSTIC_STOPPING_SIGNALS = ("combined", "steepness", "dgrad_fake", "dgrad_ratio", "overfit")  # need diagnostics
+EVAL_STOPPING_SIGNALS = ("w2", "sliced_w2")  # read from the periodic evaluation
+EARLY_STOPPING_SIGNALS = (*DIAGNOSTIC_STOPPING_SIGNALS, *EVAL_STOPPING_SIGNALS)
 
 
 @dataclass
@@ -414,7 +416,7 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
 
     validate_data_config(cfg.data)
     es = cfg.early_stopping
-    if es.enabled and es.metric not in ("w2", "sliced_w2") and cfg.diagnostics.every == 0:
+    if es.enabled and es.metric in DIAGNOSTIC_STOPPING_SIGNALS and cfg.diagnostics.every == 0:
         raise ConfigError(f"early_stopping.metric = {es.metric!r} needs diagnostics: diagnostics.every = 0 "
                           "turns them off; set it > 0 (e.g. 100)")
     if es.enabled and es.metric == "overfit" and cfg.data.holdout == 0:

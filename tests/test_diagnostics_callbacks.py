@@ -148,6 +148,12 @@ def test_eval_metric_signal_reads_on_eval():
 
 
 def test_config_sections_and_factory():
+    from scoregan.config import DIAGNOSTIC_STOPPING_SIGNALS, EARLY_STOPPING_SIGNALS
+    from scoregan.diagnostics.callbacks import DIAGNOSTIC_SIGNALS, EVAL_SIGNALS
+
+    # the config's choices and the callback's signal map name the same signals
+    assert tuple(DIAGNOSTIC_SIGNALS) == DIAGNOSTIC_STOPPING_SIGNALS
+    assert (*DIAGNOSTIC_SIGNALS, *EVAL_SIGNALS) == EARLY_STOPPING_SIGNALS
     assert callbacks_from_config(DiagnosticsConfig(every=0), EarlyStoppingConfig()) == []
     cbs = callbacks_from_config(DiagnosticsConfig(every=10), EarlyStoppingConfig(enabled=True))
     assert [type(c) for c in cbs] == [DiagnosticsCallback, EarlyStopping]

@@ -92,7 +92,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from scoregan._checks import check_choice
-from scoregan.config import DiagnosticsConfig, EarlyStoppingConfig
+from scoregan.config import EVAL_STOPPING_SIGNALS, DiagnosticsConfig, EarlyStoppingConfig
 from scoregan.diagnostics.gradients import discriminator_gradient, mode_alignment
 from scoregan.diagnostics.steepness import batch_stats, eval_mode, spectral_norm_batch
 from scoregan.trainers.callbacks import Callback
@@ -107,7 +107,7 @@ __all__ = ["DIAGNOSTIC_SIGNALS", "EVAL_SIGNALS", "DiagnosticsCallback", "Diagnos
 DIAGNOSTIC_SIGNALS = {"combined": "combined_median", "steepness": "steepness_median", "dgrad_fake": "dgrad_fake_median",
                       "dgrad_ratio": "dgrad_ratio", "overfit": "overfit"}
 LINEAR_SIGNALS = ("overfit",)  # read as they are (they may be <= 0); every other signal through its log
-EVAL_SIGNALS = ("w2", "sliced_w2")
+EVAL_SIGNALS = EVAL_STOPPING_SIGNALS
 FITTING, REFINING, COLLAPSING = 0, 1, 2  # the phases as the rule sees them
 
 
