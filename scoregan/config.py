@@ -129,7 +129,11 @@ class TrackingConfig:
 
 # The early-stopping signals of scoregan.diagnostics.callbacks (diagnostics first, then evaluation).
 DIAGNOSTIC_STOPPING_SIGNALS = ("combined", "steepness", "dgrad_fake", "dgrad_ratio", "overfit")  # need diagnostics
-EVAL_STOPPING_SIGNALS = ("w2", "sliced_w2")  # read from the periodic evaluation
+#: The distances of every evaluation (``scoregan.metrics.toy_report``); a data set with held-out
+#: points adds each against them as ``<name>_heldout`` (``scoregan.evaluation``).
+EVAL_DISTANCES = ("w2", "sliced_w2", "mmd2", "energy", "fd")
+HELDOUT_STOPPING_SIGNALS = tuple(f"{k}_heldout" for k in EVAL_DISTANCES)  # validation signals: need data.holdout
+EVAL_STOPPING_SIGNALS = (*EVAL_DISTANCES, *HELDOUT_STOPPING_SIGNALS)  # read from the periodic evaluation
 EARLY_STOPPING_SIGNALS = (*DIAGNOSTIC_STOPPING_SIGNALS, *EVAL_STOPPING_SIGNALS)
 
 
@@ -155,13 +159,17 @@ class EarlyStoppingConfig:
     enabled: bool = spec(False, help="watch the signal, save checkpoints/best.pt, stop at the turn")
     metric: str = spec("combined", choices=EARLY_STOPPING_SIGNALS,
                        help="signal: combined | steepness | dgrad_fake | dgrad_ratio | overfit (diagnostics; "
-                            "overfit needs data.holdout > 0), w2 | sliced_w2 (evaluation)")
+                            "overfit needs data.holdout > 0); w2 | sliced_w2 | mmd2 | energy | fd (the periodic "
+                            "evaluation, every train.eval_every steps), each also as <name>_heldout against the "
+                            "held-out points (a validation signal: needs data.holdout > 0)")
     rule: str = spec("trough", choices=("trough", "threshold"),
                      help="trough: keep the lowest smoothed signal, turn when it rises `rise` above it; threshold: "
                           "keep the last step with the smoothed signal <= `threshold`, turn when above it")
     threshold: float = spec(0.1, help="rule=threshold: the level of the smoothed signal (of its log, 0.1 = 10 % above "
-                                      "1, except for overfit, which is read as it is)")
-    smoothing: float = spec(0.7, min=0, max=0.999, help="EMA coefficient β of the signal (of its log, except overfit)")
+                                      "1, except for overfit, mmd2 and energy, which can be <= 0 and are read as "
+                                      "they are)")
+    smoothing: float = spec(0.7, min=0, max=0.999, help="EMA coefficient β of the signal (of its log, except overfit, "
+                                                        "mmd2 and energy)")
     patience: int = spec(5, min=1, help="consecutive rising measurements that declare the turn")
     rise: float = spec(0.1, min=0, help="change of the smoothed log-signal that counts: the fall from the peak "
                        "that starts refining, the rise above the trough that counts as rising")
@@ -422,6 +430,9 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
     if es.enabled and es.metric == "overfit" and cfg.data.holdout == 0:
         raise ConfigError("early_stopping.metric = 'overfit' compares the discriminator on training and held-out "
                           "points: set data.holdout > 0 (e.g. 300) to keep points out of training")
+    if es.enabled and es.metric in HELDOUT_STOPPING_SIGNALS and cfg.data.holdout == 0:
+        raise ConfigError(f"early_stopping.metric = {es.metric!r} is measured against held-out points: set "
+                          "data.holdout > 0 (e.g. 300) to keep points out of training")
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device = {dev!r}: allowed values are 'auto', 'cpu', 'cuda', 'cuda:N'")

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from scoregan.config import EVAL_DISTANCES
 from scoregan.data import Dataset
 
 
@@ -15,11 +16,11 @@ def evaluate_generator(sample: Callable[[int, torch.Generator], torch.Tensor], d
                        dtype: torch.dtype = torch.float32) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """Draw ``n`` samples (from a generator seeded with ``seed``) and ``n`` fresh target samples
     (seed + 1), and compute :func:`scoregan.metrics.toy_report` (W2, sliced W2, MMD², energy,
-    and mode statistics for mixture targets). Returns (metrics, samples, reference) on the CPU.
+    Fréchet distance, and mode statistics for mixture targets). Returns (metrics, samples, reference) on the CPU.
 
     A data set with held-out points (``data.holdout``) adds the same distances against them,
-    ``w2_heldout``, ``sliced_w2_heldout``, ``mmd2_heldout`` and ``energy_heldout``: the
-    generalisation check (a generator that copies its training points is closer to them than to
+    ``w2_heldout``, ``sliced_w2_heldout``, ``mmd2_heldout``, ``energy_heldout`` and ``fd_heldout``:
+    the generalisation check, and the validation signals of early stopping (a generator that copies its training points is closer to them than to
     unseen points of the same distribution).
 
     The draws use their own generators, so evaluating never perturbs a training run's RNG.
@@ -37,5 +38,5 @@ def evaluate_generator(sample: Callable[[int, torch.Generator], torch.Tensor], d
                          generator=torch.Generator().manual_seed(seed + 2))
     if data.heldout is not None:
         held = toy_report(samples, data.heldout, generator=torch.Generator().manual_seed(seed + 3))
-        metrics.update({f"{k}_heldout": held[k] for k in ("w2", "sliced_w2", "mmd2", "energy")})
+        metrics.update({f"{k}_heldout": held[k] for k in EVAL_DISTANCES})
     return metrics, samples, reference

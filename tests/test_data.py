@@ -119,7 +119,11 @@ def test_evaluation_adds_heldout_distances_for_a_split_set():
 
     metrics, samples, _ = evaluate_generator(heldout_sampler, d, n=300, seed=0)
     direct = toy_report(samples, d.heldout, generator=torch.Generator().manual_seed(3))
-    for k in ("w2", "sliced_w2", "mmd2", "energy"):
+    for k in ("w2", "sliced_w2", "mmd2", "energy", "fd"):
         assert metrics[f"{k}_heldout"] == pytest.approx(direct[k], rel=1e-9)
     assert metrics["w2_heldout"] == pytest.approx(0.0, abs=1e-6) and metrics["w2"] > 1.0
+    assert metrics["fd_heldout"] == pytest.approx(0.0, abs=1e-6) and metrics["fd"] > 0.1
+    from scoregan.config import EVAL_STOPPING_SIGNALS
+
+    assert set(EVAL_STOPPING_SIGNALS) <= set(metrics)  # every evaluation signal of early stopping is reported
     assert "w2_heldout" not in evaluate_generator(heldout_sampler, _data("digits"), n=64, seed=0)[0]

@@ -410,3 +410,52 @@ def test_overfit_rule_from_the_config_resumes_exactly(tmp_path, tiny_overrides):
         assert _rows(tmp_path / "straight", kind) == _rows(tmp_path / "resumed", kind), kind
     assert (resumed.callbacks[1].best_step, resumed.callbacks[1].stop_step) == (25, 30)
     assert load_checkpoint(tmp_path / "resumed/checkpoints/best.pt")["step"] == 25
+
+
+def test_linear_eval_signals_are_read_as_they_are():
+    """mmd2 and energy are unbiased estimates that can be <= 0: the rule reads them as they are (a
+    log would clamp every negative value to the same number); w2 and fd through their log."""
+    es = EarlyStopping(EarlyStoppingConfig(enabled=True, metric="mmd2_heldout", smoothing=0.0, patience=2, rise=0.0))
+    tr = FakeTrainer()
+    for step, v in zip(range(100, 800, 100), [0.05, 0.01, -0.004, -0.002, 0.003, 0.004, 0.5]):
+        tr.step = step
+        es.on_eval(tr, {"mmd2_heldout": v, "mmd2": 1.0})
+    assert [h[1] for h in es.history] == [0.05, 0.01, -0.004, -0.002, 0.003, 0.004, 0.5]
+    assert (es.best_step, es.stop_step) == (300, 500)
+    fd = EarlyStopping(EarlyStoppingConfig(enabled=True, metric="fd_heldout", smoothing=0.0))
+    tr.step = 100
+    fd.on_eval(tr, {"fd_heldout": 2.5})
+    assert fd.history[0][1] == pytest.approx(math.log(2.5), rel=1e-15)
+
+
+def test_heldout_validation_rule_from_the_config_keeps_the_lowest_evaluation_and_resumes(tmp_path, tiny_overrides):
+    """Validation early stopping on digits: every evaluation's Fréchet distance to the held-out points
+    feeds the trough rule; best.pt is the evaluation with the lowest one before the declared turn,
+    an interrupted and resumed run logs the same rows and keeps the same checkpoint, and the config
+    refuses a held-out signal without held-out points."""
+    with pytest.raises(ConfigError, match=r"early_stopping.metric = 'fd_heldout'.*data.holdout"):
+        load_config(None, ["data.name=digits", "early_stopping.enabled=true", "early_stopping.metric=fd_heldout"])
+    over = [*tiny_overrides, "data.name=digits", "data.holdout=100", "model.latent_dim=4", "train.steps=60",
+            "train.checkpoint_every=10", "train.eval_every=5", "train.batch_size=32", "eval.n_samples=128",
+            "eval.figures=false", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]",
+            "optim.lr_g=3e-2", "optim.lr_d=3e-2", "early_stopping.enabled=true", "early_stopping.metric=fd_heldout",
+            "early_stopping.rule=trough", "early_stopping.rise=0", "early_stopping.smoothing=0",
+            "early_stopping.patience=2", "early_stopping.action=continue"]
+    cfg = load_config(None, over)
+    straight = Trainer(cfg, tmp_path / "straight")
+    straight.fit()
+    es = straight.callbacks[0]
+    evals = _rows(tmp_path / "straight", "eval")
+    assert [r["step"] for r in evals] == list(range(5, 61, 5))
+    assert [h[1] for h in es.history] == pytest.approx([math.log(r["fd_heldout"]) for r in evals], rel=1e-12)
+    assert es.stop_step is not None, "the test settings should declare a turn"
+    # the kept step: the lowest fd_heldout after the first measurement (fitting) up to the turn
+    upto = [r for r in evals if 5 < r["step"] <= es.stop_step]
+    assert es.kept_step == min(upto, key=lambda r: r["fd_heldout"])["step"]
+    assert load_checkpoint(tmp_path / "straight/checkpoints/best.pt")["step"] == es.kept_step
+    Trainer(cfg, tmp_path / "resumed", callbacks=[StopAtStep(20)]).fit()
+    resumed = Trainer(cfg, tmp_path / "resumed", resume=True)
+    resumed.fit()
+    for kind in ("eval", "early_stopping"):
+        assert _rows(tmp_path / "straight", kind) == _rows(tmp_path / "resumed", kind), kind
+    assert (resumed.callbacks[0].kept_step, resumed.callbacks[0].stop_step) == (es.kept_step, es.stop_step)

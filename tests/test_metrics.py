@@ -545,6 +545,7 @@ def test_toy_report_keys_values_and_determinism():
     m = mmd2(x, ref)
     assert (rep["mmd2"], rep["mmd2_bandwidth"]) == (m.value, m.bandwidth)
     assert rep["energy"] == energy_distance(x, ref)
+    assert rep["fd"] == frechet_distance(x, ref) and rep["fd"] > 0
     assert rep["n_modes"] == 8 and rep["modes_covered"] == 8
     # W2 on 300 rows of x (a random subset), exact; sliced W2 on all rows.
     assert 0 < rep["sliced_w2"] <= 2 and 0 < rep["w2"] < 1

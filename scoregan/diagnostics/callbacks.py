@@ -35,8 +35,11 @@ buffers, so a run with diagnostics trains exactly like one without.
   discriminator treats unseen real points like the training points, 1 once it treats them like
   generated ones. On a finite training set the discriminator memorises its points and the generator,
   pushed along ∇ₓ v, follows it towards copies of them: the quality reached so far decays;
-* ``"w2"``, ``"sliced_w2"``: s = log of that evaluation metric (an oracle baseline that needs
-  samples of the target; read at every evaluation instead).
+* the periodic evaluation's distances, read at every evaluation (``train.eval_every``) instead:
+  ``"w2"``, ``"sliced_w2"``, ``"fd"`` (s = their log), ``"mmd2"``, ``"energy"`` (s = the value:
+  unbiased estimates, which can be ≤ 0). Against fresh target samples they are an oracle baseline;
+  as ``"<name>_heldout"``, against the points ``data.holdout`` kept out of training, they are
+  classic validation early stopping, which needs no target sampler, only a held-out split.
 
 The rule. Smooth with an exponential moving average, s̄_t = β s̄_{t−1} + (1 − β) s_t (β =
 ``smoothing``, s̄ starts at the first value); measurements before ``min_steps`` only feed the EMA.
@@ -106,7 +109,8 @@ __all__ = ["DIAGNOSTIC_SIGNALS", "EVAL_SIGNALS", "DiagnosticsCallback", "Diagnos
 # early-stopping signal -> the diagnostics key whose log it watches
 DIAGNOSTIC_SIGNALS = {"combined": "combined_median", "steepness": "steepness_median", "dgrad_fake": "dgrad_fake_median",
                       "dgrad_ratio": "dgrad_ratio", "overfit": "overfit"}
-LINEAR_SIGNALS = ("overfit",)  # read as they are (they may be <= 0); every other signal through its log
+# read as they are (they may be <= 0); every other signal through its log
+LINEAR_SIGNALS = ("overfit", "mmd2", "energy", "mmd2_heldout", "energy_heldout")
 EVAL_SIGNALS = EVAL_STOPPING_SIGNALS
 FITTING, REFINING, COLLAPSING = 0, 1, 2  # the phases as the rule sees them
 

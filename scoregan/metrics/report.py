@@ -7,13 +7,14 @@ from typing import Any
 from scoregan._checks import check_int
 from scoregan.metrics._common import Samples, SeedLike, as_pair, make_generator, randperm
 from scoregan.metrics.discrepancy import energy_distance, mmd2
+from scoregan.metrics.features import frechet_distance
 from scoregan.metrics.modes import mode_stats
 from scoregan.metrics.transport import sliced_w2, w2
 
 __all__ = ["toy_report", "TOY_REPORT_KEYS", "MODE_REPORT_KEYS"]
 
 #: Keys of every toy report.
-TOY_REPORT_KEYS = ("w2", "sliced_w2", "mmd2", "mmd2_bandwidth", "energy")
+TOY_REPORT_KEYS = ("w2", "sliced_w2", "mmd2", "mmd2_bandwidth", "energy", "fd")
 #: Keys added when a mixture target is given.
 MODE_REPORT_KEYS = ("modes_covered", "n_modes", "hq_fraction")
 
@@ -24,7 +25,8 @@ def toy_report(samples: Samples, reference: Samples, *, mixture: Any = None, gen
 
     Keys: ``w2`` (exact OT), ``sliced_w2`` (``n_projections`` directions), ``mmd2`` (unbiased,
     Gaussian kernel) and ``mmd2_bandwidth`` (its median-heuristic bandwidth), ``energy`` (energy
-    distance); with a ``mixture`` (a ``GaussianMixture``) also ``modes_covered``, ``n_modes`` and
+    distance), ``fd`` (the Fréchet distance between Gaussian fits of the raw coordinates, the FID
+    formula without a feature network); with a ``mixture`` (a ``GaussianMixture``) also ``modes_covered``, ``n_modes`` and
     ``hq_fraction`` of the samples (:func:`scoregan.metrics.mode_stats`, defaults).
 
     W2 needs equal sizes: it uses n = min(N, M, w2_max_samples) rows of each set, a random subset
@@ -48,6 +50,7 @@ def toy_report(samples: Samples, reference: Samples, *, mixture: Any = None, gen
         "mmd2": mmd.value,
         "mmd2_bandwidth": mmd.bandwidth,
         "energy": energy_distance(x, y),
+        "fd": frechet_distance(x, y),
     }
     if mixture is not None:
         stats = mode_stats(x, mixture)
