@@ -75,9 +75,10 @@ between modes. In the recipe's NS-SGAN runs it does not hold: the best quality c
 the product, and the collapse that follows comes with a falling product (particles pile into fewer
 modes, where both factors stay small). What does track the turn is the discriminator's verdict on
 real points it has and has not trained on: ``dgrad_ratio`` on a target sampled afresh (it crosses
-1 at the quality optimum: threshold 0 on its log) and ``overfit`` on a finite set (it rises until
-about the quality optimum and then plateaus, at 0.09–0.20 depending on the seed, so a fixed level
-catches the optimum in some runs only), each with the threshold rule. All the statistics are
+1 at the quality optimum: threshold 0 on its log) and, less well, ``overfit`` on a finite set (it
+rises until about the quality optimum and then plateaus, at 0.09–0.20 depending on the seed, so a
+fixed level catches the optimum in some runs only). On a finite set, validation on the held-out
+points (``fd_heldout`` with the trough rule) is what the recipe uses. All the statistics are
 logged so other signals can be replayed.
 
 Both callbacks keep their state in ``state_dict`` (saved in every checkpoint), so a resumed run
