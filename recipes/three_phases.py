@@ -126,7 +126,7 @@ TARGETS = {
     "digits": Target(
         "digits", "fd",
         ("data.name=digits", "data.holdout=297", "model.latent_dim=16", "model.generator.hidden=[128, 128]",
-         "model.discriminator.hidden=[512, 512]", "eval.n_samples=1000", *SHARED),
+         "model.discriminator.hidden=[512, 512]", "eval.n_samples=1000", "eval.distances=[fd]", *SHARED),
         steps=9000, every=200, quick_steps=1500, quick_every=100,
         early={"metric": "fd_heldout", "rule": "trough", "rise": 0.0, "smoothing": 0.0, "patience": 5,
                "min_steps": 1000},
@@ -413,7 +413,7 @@ def figure_run(run: dict[str, Any], path: Path) -> None:
     fig.text(0.01, 0.005, "shading: phases seen by the rule; green: kept checkpoint (best.pt); "
              "red dashed: turn declared; dotted: oracle best", fontsize=7, va="bottom")
     fig.tight_layout(rect=(0, 0.02, 1, 1))
-    save_figure(fig, path)
+    save_figure(fig, path, bbox_inches="tight")  # the twin axis' label sits past tight_layout's box
 
 
 def figure_overview(runs: list[dict[str, Any]], path: Path) -> None:

@@ -149,8 +149,8 @@ def _draws(sample: Callable[[int, torch.Generator], torch.Tensor], data: Dataset
         ws.append(w2(x, y))
         if i == 0:
             first = x
-            report = toy_report(x, y, mixture=data.mixture, generator=torch.Generator().manual_seed(seed + 7))
-            report.pop("w2", None)
+            report = toy_report(x, y, mixture=data.mixture, distances=("sliced_w2", "mmd2", "energy", "fd"),
+                                generator=torch.Generator().manual_seed(seed + 7))
     return ws, report, first, sample_s / n_draws
 
 

@@ -108,6 +108,11 @@ class TrainConfig:
     progress: bool = spec(True, help="show a progress bar")
 
 
+#: The distances an evaluation can compute (``scoregan.metrics.toy_report``, ``eval.distances``); a
+#: data set with held-out points adds each against them as ``<name>_heldout`` (``scoregan.evaluation``).
+EVAL_DISTANCES = ("w2", "sliced_w2", "mmd2", "energy", "fd")
+
+
 @dataclass
 class EvalConfig:
     """Periodic and final evaluation."""
@@ -115,6 +120,9 @@ class EvalConfig:
     n_samples: int = spec(2000, min=2, help="generated samples per evaluation")
     seed: int = spec(1234, min=0, help="seed of the evaluation draws (fixed, separate from training)")
     figures: bool = spec(True, help="write sample figures")
+    distances: list[str] = spec(default_factory=lambda: list(EVAL_DISTANCES), choices=EVAL_DISTANCES,
+                                help="distances each evaluation computes (exact W2 costs the most: about a "
+                                     "second at 2,000 samples); mode statistics are always added")
 
 
 @dataclass
@@ -129,9 +137,6 @@ class TrackingConfig:
 
 # The early-stopping signals of scoregan.diagnostics.callbacks (diagnostics first, then evaluation).
 DIAGNOSTIC_STOPPING_SIGNALS = ("combined", "steepness", "dgrad_fake", "dgrad_ratio", "overfit")  # need diagnostics
-#: The distances of every evaluation (``scoregan.metrics.toy_report``); a data set with held-out
-#: points adds each against them as ``<name>_heldout`` (``scoregan.evaluation``).
-EVAL_DISTANCES = ("w2", "sliced_w2", "mmd2", "energy", "fd")
 HELDOUT_STOPPING_SIGNALS = tuple(f"{k}_heldout" for k in EVAL_DISTANCES)  # validation signals: need data.holdout
 EVAL_STOPPING_SIGNALS = (*EVAL_DISTANCES, *HELDOUT_STOPPING_SIGNALS)  # read from the periodic evaluation
 EARLY_STOPPING_SIGNALS = (*DIAGNOSTIC_STOPPING_SIGNALS, *EVAL_STOPPING_SIGNALS)
@@ -433,6 +438,13 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
     if es.enabled and es.metric in HELDOUT_STOPPING_SIGNALS and cfg.data.holdout == 0:
         raise ConfigError(f"early_stopping.metric = {es.metric!r} is measured against held-out points: set "
                           "data.holdout > 0 (e.g. 300) to keep points out of training")
+    if es.enabled and es.metric in EVAL_STOPPING_SIGNALS:
+        distance = es.metric.removesuffix("_heldout")
+        if distance not in cfg.eval.distances:
+            raise ConfigError(f"early_stopping.metric = {es.metric!r} is read from the evaluation, but "
+                              f"eval.distances = {cfg.eval.distances!r} leaves out {distance!r}: add it")
+    if len(set(cfg.eval.distances)) != len(cfg.eval.distances):
+        raise ConfigError(f"eval.distances = {cfg.eval.distances!r}: a distance is listed twice")
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device = {dev!r}: allowed values are 'auto', 'cpu', 'cuda', 'cuda:N'")

@@ -127,3 +127,19 @@ def test_evaluation_adds_heldout_distances_for_a_split_set():
 
     assert set(EVAL_STOPPING_SIGNALS) <= set(metrics)  # every evaluation signal of early stopping is reported
     assert "w2_heldout" not in evaluate_generator(heldout_sampler, _data("digits"), n=64, seed=0)[0]
+    only_fd = evaluate_generator(heldout_sampler, d, n=300, seed=0, distances=("fd",))[0]
+    assert set(only_fd) == {"fd", "fd_heldout"} and only_fd["fd_heldout"] == metrics["fd_heldout"]
+
+
+def test_eval_distances_config_is_checked_against_the_stopping_signal():
+    cfg = load_config(None, ["data.name=digits", "data.holdout=300", "eval.distances=[fd]",
+                             "early_stopping.enabled=true", "early_stopping.metric=fd_heldout"])
+    assert cfg.eval.distances == ["fd"]
+    assert load_config(None, []).eval.distances == ["w2", "sliced_w2", "mmd2", "energy", "fd"]
+    with pytest.raises(ConfigError, match=r"early_stopping.metric = 'w2_heldout'.*eval.distances = \['fd'\].*'w2'"):
+        load_config(None, ["data.name=digits", "data.holdout=300", "eval.distances=[fd]",
+                           "early_stopping.enabled=true", "early_stopping.metric=w2_heldout"])
+    with pytest.raises(ConfigError, match=r"eval.distances\[1\] = 'fid': allowed values"):
+        load_config(None, ["eval.distances=[fd, fid]"])
+    with pytest.raises(ConfigError, match=r"eval.distances = \['fd', 'fd'\]: a distance is listed twice"):
+        load_config(None, ["eval.distances=[fd, fd]"])

@@ -554,6 +554,23 @@ def test_toy_report_keys_values_and_determinism():
     assert toy_report(x, ref, w2_max_samples=50)["w2"] != rep["w2"]
 
 
+def test_toy_report_distances_subset_equals_the_full_report():
+    """``distances=`` computes only the chosen distances (mmd2 brings its bandwidth), each equal to the
+    full report's value (the random draws do not depend on the choice); unknown names are refused."""
+    gm = ring()
+    x, ref = gm.sample(200, gen(53)), gm.sample(150, gen(54))
+    full = toy_report(x, ref, mixture=gm, generator=3)
+    part = toy_report(x, ref, mixture=gm, generator=3, distances=["sliced_w2", "fd"])
+    assert tuple(part) == ("sliced_w2", "fd", *MODE_REPORT_KEYS)
+    assert part["sliced_w2"] == full["sliced_w2"] and part["fd"] == full["fd"]
+    assert tuple(toy_report(x, ref, distances=("mmd2",))) == ("mmd2", "mmd2_bandwidth")
+    assert toy_report(x, ref, distances=()) == {}
+    with pytest.raises(ValueError, match=r"distances = \['fid'\]"):
+        toy_report(x, ref, distances=["fid"])
+    with pytest.raises(ValueError, match=r"distances = 'fd'"):
+        toy_report(x, ref, distances="fd")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_metrics_on_cuda_match_cpu():
     gm = ring()

@@ -15,7 +15,7 @@ or None for a fixed default seed), so every value is reproducible.
 from scoregan.metrics.discrepancy import KIDResult, MMD2Result, energy_distance, kid, median_heuristic, mmd2
 from scoregan.metrics.features import PrecisionRecall, frechet_distance, gaussian_frechet_distance, precision_recall
 from scoregan.metrics.modes import ModeStats, hq_probability, hq_radius, mode_stats
-from scoregan.metrics.report import MODE_REPORT_KEYS, TOY_REPORT_KEYS, toy_report
+from scoregan.metrics.report import MODE_REPORT_KEYS, TOY_DISTANCES, TOY_REPORT_KEYS, toy_report
 from scoregan.metrics.transport import optimal_matching, sliced_w2, w2
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "precision_recall",
     "PrecisionRecall",
     "toy_report",
+    "TOY_DISTANCES",
     "TOY_REPORT_KEYS",
     "MODE_REPORT_KEYS",
 ]

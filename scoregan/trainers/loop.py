@@ -131,7 +131,8 @@ class Trainer:
         self.rule.train(False)
         e = self.cfg.eval
         metrics, samples, reference = evaluate_generator(self.rule.sample, self.data, n=e.n_samples, seed=e.seed,
-                                                         device=self.device, dtype=self.dtype)
+                                                         device=self.device, dtype=self.dtype,
+                                                         distances=e.distances)
         self.rule.train(True)
         self.tracker.log(self.step, metrics, kind="eval")
         if figure and e.figures:
