@@ -136,6 +136,10 @@ def test_eval_distances_config_is_checked_against_the_stopping_signal():
                              "early_stopping.enabled=true", "early_stopping.metric=fd_heldout"])
     assert cfg.eval.distances == ["fd"]
     assert load_config(None, []).eval.distances == ["w2", "sliced_w2", "mmd2", "energy", "fd"]
+    from scoregan.config import EVAL_DISTANCES
+    from scoregan.metrics import TOY_DISTANCES
+
+    assert EVAL_DISTANCES == TOY_DISTANCES  # the config's names are the report's
     with pytest.raises(ConfigError, match=r"early_stopping.metric = 'w2_heldout'.*eval.distances = \['fd'\].*'w2'"):
         load_config(None, ["data.name=digits", "data.holdout=300", "eval.distances=[fd]",
                            "early_stopping.enabled=true", "early_stopping.metric=w2_heldout"])

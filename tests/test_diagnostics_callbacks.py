@@ -233,6 +233,18 @@ def _rows(run_dir, kind):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows if r["kind"] == kind]
 
 
+def _resumed_like_straight(cfg, tmp_path, kinds, stop_at=20):
+    """Train ``cfg`` in tmp_path/resumed, interrupted at ``stop_at`` and resumed (callbacks built
+    from the config); assert its rows of each kind equal tmp_path/straight's. Returns the resumed
+    run's early-stopping callback."""
+    Trainer(cfg, tmp_path / "resumed", callbacks=[StopAtStep(stop_at)]).fit()
+    resumed = Trainer(cfg, tmp_path / "resumed", resume=True)
+    resumed.fit()
+    for kind in kinds:
+        assert _rows(tmp_path / "straight", kind) == _rows(tmp_path / "resumed", kind), kind
+    return next(c for c in resumed.callbacks if isinstance(c, EarlyStopping))
+
+
 def test_callbacks_log_do_not_perturb_training_and_resume_exactly(tmp_path, tiny_overrides):
     cfg = _cfg(tiny_overrides)
     Trainer(cfg, tmp_path / "plain").fit()  # no callbacks
@@ -403,12 +415,8 @@ def test_overfit_rule_from_the_config_resumes_exactly(tmp_path, tiny_overrides):
     # every overfit value is above -1: the first measurement from min_steps on is kept, and it counts
     # as the first of the `patience` measurements above the level
     assert (es.best_step, es.stop_step) == (25, 30)
-    Trainer(cfg, tmp_path / "resumed", callbacks=[StopAtStep(20)]).fit()
-    resumed = Trainer(cfg, tmp_path / "resumed", resume=True)
-    resumed.fit()
-    for kind in ("diagnostics", "early_stopping"):
-        assert _rows(tmp_path / "straight", kind) == _rows(tmp_path / "resumed", kind), kind
-    assert (resumed.callbacks[1].best_step, resumed.callbacks[1].stop_step) == (25, 30)
+    resumed = _resumed_like_straight(cfg, tmp_path, ("diagnostics", "early_stopping"))
+    assert (resumed.best_step, resumed.stop_step) == (25, 30)
     assert load_checkpoint(tmp_path / "resumed/checkpoints/best.pt")["step"] == 25
 
 
@@ -453,9 +461,5 @@ def test_heldout_validation_rule_from_the_config_keeps_the_lowest_evaluation_and
     upto = [r for r in evals if 5 < r["step"] <= es.stop_step]
     assert es.kept_step == min(upto, key=lambda r: r["fd_heldout"])["step"]
     assert load_checkpoint(tmp_path / "straight/checkpoints/best.pt")["step"] == es.kept_step
-    Trainer(cfg, tmp_path / "resumed", callbacks=[StopAtStep(20)]).fit()
-    resumed = Trainer(cfg, tmp_path / "resumed", resume=True)
-    resumed.fit()
-    for kind in ("eval", "early_stopping"):
-        assert _rows(tmp_path / "straight", kind) == _rows(tmp_path / "resumed", kind), kind
-    assert (resumed.callbacks[0].kept_step, resumed.callbacks[0].stop_step) == (es.kept_step, es.stop_step)
+    resumed = _resumed_like_straight(cfg, tmp_path, ("eval", "early_stopping"))
+    assert (resumed.kept_step, resumed.stop_step) == (es.kept_step, es.stop_step)
