@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "(dgrad_ratio, steepness and fd_heldout through their log, overfit as it is); the fixed step is "
                   "the median step of the oracle's best on the selection seeds 5-9:\n\n"
                   + "\n".join(rule_comparison(runs)) + "\n")
-    if args.quick:
+    else:
         table += "\n(quick mode: a smoke run, too short to collapse; the acceptance lines above are not the real test)\n"
     (out / "table.md").write_text(table)
     (out / "results.json").write_text(json.dumps({"rows": rows, "acceptance": accept, "runs": runs,

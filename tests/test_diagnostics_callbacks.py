@@ -233,6 +233,20 @@ def _rows(run_dir, kind):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows if r["kind"] == kind]
 
 
+def _tiny_digits_rule(tiny_overrides, *overrides):
+    """A tiny NS-GAN on digits with an early-stopping rule (action continue) built from the config."""
+    return load_config(None, [*tiny_overrides, "data.name=digits", "model.latent_dim=4", "train.checkpoint_every=10",
+                              "train.batch_size=32", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]",
+                              "early_stopping.enabled=true", "early_stopping.action=continue", *overrides])
+
+
+def _straight(cfg, tmp_path):
+    """Train ``cfg`` without interruption in tmp_path/straight; returns its early-stopping callback."""
+    trainer = Trainer(cfg, tmp_path / "straight")
+    trainer.fit()
+    return next(c for c in trainer.callbacks if isinstance(c, EarlyStopping))
+
+
 def _resumed_like_straight(cfg, tmp_path, kinds, stop_at=20):
     """Train ``cfg`` in tmp_path/resumed, interrupted at ``stop_at`` and resumed (callbacks built
     from the config); assert its rows of each kind equal tmp_path/straight's. Returns the resumed
@@ -402,16 +416,11 @@ def test_overfit_signal_is_read_linearly_and_needs_a_holdout(tmp_path, tiny_over
 def test_overfit_rule_from_the_config_resumes_exactly(tmp_path, tiny_overrides):
     """digits with held-out points, the overfit threshold rule built from the config: a run stopped at
     step 20 and resumed logs the same diagnostics and signal rows and keeps the same checkpoint."""
-    over = [*tiny_overrides, "data.name=digits", "data.holdout=64", "model.latent_dim=4", "train.steps=40",
-            "train.checkpoint_every=10", "train.eval_every=1000", "train.batch_size=32", "eval.n_samples=64",
-            "model.generator.hidden=[16]", "model.discriminator.hidden=[16]", "diagnostics.every=5",
-            "diagnostics.batch=32", "early_stopping.enabled=true", "early_stopping.metric=overfit",
-            "early_stopping.rule=threshold", "early_stopping.threshold=-1", "early_stopping.patience=2",
-            "early_stopping.min_steps=25", "early_stopping.action=continue"]
-    cfg = load_config(None, over)
-    straight = Trainer(cfg, tmp_path / "straight")
-    straight.fit()
-    es = straight.callbacks[1]
+    cfg = _tiny_digits_rule(tiny_overrides, "data.holdout=64", "train.steps=40", "train.eval_every=1000",
+                            "eval.n_samples=64", "diagnostics.every=5", "diagnostics.batch=32",
+                            "early_stopping.metric=overfit", "early_stopping.rule=threshold",
+                            "early_stopping.threshold=-1", "early_stopping.patience=2", "early_stopping.min_steps=25")
+    es = _straight(cfg, tmp_path)
     # every overfit value is above -1: the first measurement from min_steps on is kept, and it counts
     # as the first of the `patience` measurements above the level
     assert (es.best_step, es.stop_step) == (25, 30)
@@ -443,16 +452,11 @@ def test_heldout_validation_rule_from_the_config_keeps_the_lowest_evaluation_and
     refuses a held-out signal without held-out points."""
     with pytest.raises(ConfigError, match=r"early_stopping.metric = 'fd_heldout'.*data.holdout"):
         load_config(None, ["data.name=digits", "early_stopping.enabled=true", "early_stopping.metric=fd_heldout"])
-    over = [*tiny_overrides, "data.name=digits", "data.holdout=100", "model.latent_dim=4", "train.steps=60",
-            "train.checkpoint_every=10", "train.eval_every=5", "train.batch_size=32", "eval.n_samples=128",
-            "eval.figures=false", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]",
-            "optim.lr_g=3e-2", "optim.lr_d=3e-2", "early_stopping.enabled=true", "early_stopping.metric=fd_heldout",
-            "early_stopping.rule=trough", "early_stopping.rise=0", "early_stopping.smoothing=0",
-            "early_stopping.patience=2", "early_stopping.action=continue"]
-    cfg = load_config(None, over)
-    straight = Trainer(cfg, tmp_path / "straight")
-    straight.fit()
-    es = straight.callbacks[0]
+    cfg = _tiny_digits_rule(tiny_overrides, "data.holdout=100", "train.steps=60", "train.eval_every=5",
+                            "eval.n_samples=128", "eval.figures=false", "optim.lr_g=3e-2", "optim.lr_d=3e-2",
+                            "early_stopping.metric=fd_heldout", "early_stopping.rule=trough", "early_stopping.rise=0",
+                            "early_stopping.smoothing=0", "early_stopping.patience=2")
+    es = _straight(cfg, tmp_path)
     evals = _rows(tmp_path / "straight", "eval")
     assert [r["step"] for r in evals] == list(range(5, 61, 5))
     assert [h[1] for h in es.history] == pytest.approx([math.log(r["fd_heldout"]) for r in evals], rel=1e-12)
