@@ -33,7 +33,6 @@ import torch
 
 from scoregan.objectives.kernels import (
     FusedSpec,
-    cancellation_tol,
     kernel,
     median_bandwidth,
 )
@@ -41,7 +40,6 @@ from scoregan.sampling import fused_witness as fw
 
 DEFAULT_SIZES = "65536x2,65536x16,65536x64,65536x784,32768x3072"
 DEFAULT_METHODS = "torch-ieee,torch-tf32,autograd,fused-ieee,fused-tf32"
-SNAP_KINDS = ("laplace", "energy", "imq", "poly_power", "poly_log")
 DEVICE = "cuda"  # --device; "cpu" runs the kernels in Triton's interpreter (tiny sizes only)
 
 
@@ -130,8 +128,7 @@ def reference(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, spec: FusedSpec
               precision: str) -> torch.Tensor:
     """float64 exact-difference G on ``rows`` of x, with the coincidence snap of ``precision``."""
     d = x.shape[1]
-    precision = "ieee" if d <= fw.DIRECT_MAX_D else precision
-    tol = cancellation_tol(torch.float32, d, precision) if spec.kind in SNAP_KINDS else 0.0
+    tol = fw.coincidence_tol(spec.kind, d, precision)
     chunk = max(1, (1 << 27) // (y.shape[0] * d))
     return fw.witness_grad_reference(x[rows].double(), y.double(), a.double(), spec, tol=tol, chunk_size=chunk)
 
@@ -295,10 +292,7 @@ def check(args) -> bool:
             for prec in ("ieee", "tf32"):
                 g = fw.fused_witness_grad(x, y, a, spec, prec)
                 sync()
-                snap = spec.kind not in ("gaussian", "gaussian_mix")
-                tol = cancellation_tol(torch.float32, d, prec) if snap else 0.0
-                if d <= fw.DIRECT_MAX_D:  # the direct path forms S exactly and snaps at fp32's tol
-                    tol = cancellation_tol(torch.float32, d, "ieee") if snap else 0.0
+                tol = fw.coincidence_tol(spec.kind, d, prec)
                 r = fw.witness_grad_reference(x[rows].double(), y.double(), a.double(), spec, tol=tol, chunk_size=64)
                 err_row, err_fro = rel_errors(g[rows], r)
                 limit = 1e-5 if (prec == "ieee" or d <= fw.DIRECT_MAX_D) else 2e-3

@@ -128,13 +128,21 @@ def _signed_centres(data: torch.Tensor, generated: torch.Tensor, data_weights: t
     return torch.cat([data, generated]), torch.cat([a_d, -a_g])
 
 
+def _resolved(kernel: Any, data: torch.Tensor, generated: torch.Tensor) -> Any:
+    """The kernel with its data-dependent parameters fixed from the two samples [data; generated], so
+    that D̂ is one function wherever it is queried (a median bandwidth neither counts the generated
+    points twice when they are also the queries nor moves with the query points)."""
+    resolve = getattr(kernel, "resolve", None)
+    return resolve(generated, data) if callable(resolve) else kernel
+
+
 def ipm_witness(x: torch.Tensor, kernel: Any, data: torch.Tensor, generated: torch.Tensor,
                 data_weights: torch.Tensor | None = None, generated_weights: torch.Tensor | None = None,
                 **witness_kwargs: Any) -> torch.Tensor:
     """D̂(x) = Σ_j a_j k(x, y_j) as (N,), a = +1/M_d on data, −1/M_g on generated (or the given weights)."""
     check_matrix("x", x, dim=data.shape[1] if isinstance(data, torch.Tensor) and data.ndim == 2 else None)
     centres, a = _signed_centres(data, generated, data_weights, generated_weights)
-    return kernel.witness(x, centres, a, **witness_kwargs)
+    return _resolved(kernel, data, generated).witness(x, centres, a, **witness_kwargs)
 
 
 def ipm_velocity(x: torch.Tensor, kernel: Any, data: torch.Tensor, generated: torch.Tensor,
@@ -143,12 +151,13 @@ def ipm_velocity(x: torch.Tensor, kernel: Any, data: torch.Tensor, generated: to
     """v(x) = ∇ₓ D̂(x) as (N, d) for x (N, d), data (M_d, d), generated (M_g, d).
 
     D̂ = Σ_j a_j k(·, y_j) over the concatenated centres; weights (non-negative, (M_d,) and (M_g,))
-    default to uniform 1/M, the generated ones entering with a minus sign. ``witness_kwargs`` go to
-    ``kernel.witness_grad`` (e.g. chunking options).
+    default to uniform 1/M, the generated ones entering with a minus sign. A data-dependent kernel
+    parameter (median bandwidth) is fixed from [data; generated], not from x. ``witness_kwargs`` go
+    to ``kernel.witness_grad`` (e.g. chunking options).
     """
     check_matrix("x", x, dim=data.shape[1] if isinstance(data, torch.Tensor) and data.ndim == 2 else None)
     centres, a = _signed_centres(data, generated, data_weights, generated_weights)
-    return kernel.witness_grad(x, centres, a, **witness_kwargs)
+    return _resolved(kernel, data, generated).witness_grad(x, centres, a, **witness_kwargs)
 
 
 def smoothed_score_difference(x: torch.Tensor, kernel_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

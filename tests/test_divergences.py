@@ -159,6 +159,13 @@ def test_weight_closed_forms_and_stability(div):
         assert torch.isfinite(w32).all() and torch.all(w32 > 0)
 
 
+@pytest.mark.parametrize("alpha", [-1.9, 2.9])
+def test_alpha_family_is_finite_in_float32_over_the_documented_range(alpha):
+    div = divergence("alpha", alpha=alpha)
+    for method in (div.activation, div.weight, div.f_star_of_activation):
+        assert torch.isfinite(method(U.float())).all(), method.__name__
+
+
 def test_alpha_family_members_are_rescaled_classics():
     r = torch.exp(torch.linspace(-5, 5, 51, dtype=F64))
     torch.testing.assert_close(divergence("alpha", alpha=2.0).f(r), divergence("pearson").f(r) / 2)

@@ -162,6 +162,22 @@ def test_ipm_velocity_is_the_signed_sum_of_kernel_gradients():
     torch.testing.assert_close(auto, expected, rtol=1e-10, atol=1e-12)
 
 
+def test_median_bandwidth_of_the_witness_comes_from_its_two_samples():
+    """With bandwidth "median", D̂ is one function: h is the median distance of [data; generated]
+    whatever the query points, also when they are the generated points themselves."""
+    from scoregan.objectives.kernels import median_bandwidth
+
+    _, _, data, gen, x = ipm_setup(50)
+    h = median_bandwidth(gen, data)
+    fixed, med = kernel("gaussian", bandwidth=h), kernel("gaussian", bandwidth="median")
+    assert h != pytest.approx(median_bandwidth(gen, torch.cat([data, gen])), rel=1e-3)  # the old pooling differs
+    for q in (x, gen, x[:3] * 10):
+        torch.testing.assert_close(flows.ipm_velocity(q, med, data, gen), flows.ipm_velocity(q, fixed, data, gen),
+                                   rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(flows.ipm_witness(q, med, data, gen), flows.ipm_witness(q, fixed, data, gen),
+                                   rtol=1e-12, atol=1e-14)
+
+
 def test_ipm_velocity_and_smoothed_score_difference_match_the_exact_smoothed_scores():
     m = 20_000
     p_d, p_g, data, gen, x = ipm_setup(m)

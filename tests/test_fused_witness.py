@@ -24,8 +24,6 @@ from scoregan.objectives.kernels import (
 )
 from scoregan.sampling import fused_witness as fw
 
-GAUSSIANS = ("gaussian", "gaussian_mix")
-
 
 def problem(n: int, m: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Particles x ~ 1.2·N(0, I) + 0.3 (off-centre on purpose), centres y ~ N(0, I), signed weights."""
@@ -52,8 +50,8 @@ def scaled(kind: str, d: int, *params: float) -> FusedSpec:
 
 
 def reference(x, y, a, spec: FusedSpec, precision: str = "ieee") -> torch.Tensor:
-    """float64 exact differences with the kernel's coincidence snap (only where it matters)."""
-    tol = 0.0 if spec.kind in GAUSSIANS else cancellation_tol(torch.float32, x.shape[1], precision)
+    """float64 exact differences with the fused kernel's coincidence snap (only where it matters)."""
+    tol = fw.coincidence_tol(spec.kind, x.shape[1], precision)
     return fw.witness_grad_reference(x.double(), y.double(), a.double(), spec, tol=tol)
 
 
@@ -105,8 +103,7 @@ def test_matches_float64_reference(d, kind_params, n, m, precision):
     spec = scaled(kind_params[0], d, *kind_params[1:])
     g = fw.fused_witness_grad(x, y, a, spec, precision)
     assert g.shape == (n, d) and g.dtype == torch.float32
-    tol_precision = "ieee" if d <= fw.DIRECT_MAX_D else precision  # the direct path snaps at fp32's tol
-    assert scaled_error(g, reference(x, y, a, spec, tol_precision)) < 1e-5
+    assert scaled_error(g, reference(x, y, a, spec, precision)) < 1e-5
 
 
 def test_paths_by_dimension_and_precision():
@@ -138,6 +135,39 @@ def test_coincident_points_follow_the_snap_convention(d, precision, kind):
     others = torch.arange(40) != 0
     alone = fw.fused_witness_grad(x[:1], y[others], a[others], spec, precision)
     assert torch.allclose(alone[0], g[0], rtol=1e-5, atol=1e-6 * g.norm(dim=1).max().item())
+
+
+def near_pairs(d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two clusters at ±(10, −5, 0, …) (norms ≈ 11 after the centres' shift) and particles 1e-3…1e-2
+    from a centre each: below the float32 expansion's threshold distance (≈ 1.3e-2 at d = 2)."""
+    g = torch.Generator().manual_seed(seed)
+    far = torch.zeros(d)
+    far[0], far[1] = 10.0, -5.0
+    y = torch.cat([torch.randn(40, d, generator=g) * 0.3 + far, torch.randn(40, d, generator=g) * 0.3 - far])
+    step = torch.randn(30, d, generator=g)
+    step = step / step.norm(dim=1, keepdim=True) * 10 ** (-3 + torch.rand(30, 1, generator=g))
+    x = y[:60:2] + step
+    return x, y, torch.randn(80, generator=g) / 80
+
+
+@pytest.mark.parametrize("kind_params", [("laplace", 0.5), ("energy",), ("poly_log", 2.0, 1.0, 0.0)],
+                         ids=lambda k: k[0])
+def test_direct_path_keeps_near_pairs(kind_params):
+    """d ≤ 4 forms S from exact differences: distinct pairs however close interact exactly (only
+    S = 0 is coincident), like the torch path; the expansion's snap would drop them."""
+    x, y, a = near_pairs(2, seed=21)
+    spec = FusedSpec(kind_params[0], tuple(kind_params[1:]))
+    g = fw.fused_witness_grad(x, y, a, spec, "ieee")
+    exact = fw.witness_grad_reference(x.double(), y.double(), a.double(), spec)  # tol = 0
+    assert scaled_error(g, exact) < 1e-5
+    snapped = fw.witness_grad_reference(x.double(), y.double(), a.double(), spec,
+                                        tol=cancellation_tol(torch.float32, 2))
+    if spec.kind != "poly_log":  # r² log r: a pair δ apart adds only O(δ log δ)
+        assert scaled_error(snapped, exact) > 1e-2  # the near pairs matter
+    k = {"laplace": lambda: kernel("laplace", bandwidth=0.5), "energy": lambda: kernel("energy"),
+         "poly_log": lambda: kernel("polyharmonic", order=2, dim=2)}[spec.kind]()
+    assert k.spec == spec
+    assert scaled_error(k.witness_grad(x, y, a, backend="torch"), exact) < 1e-5
 
 
 def test_forced_paths_and_variants():

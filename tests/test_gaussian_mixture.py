@@ -169,6 +169,15 @@ def test_dtype_and_device_follow_means_and_inputs():
     torch.testing.assert_close(gm.weights, torch.tensor([0.5, 0.5]))
 
 
+def test_python_numbers_are_exact_in_a_float64_mixture():
+    """Scalars and lists for a float64 mixture are not rounded through float32 on the way."""
+    gm = GaussianMixture(torch.zeros(2, 1, dtype=torch.float64), 0.1, [0.3, 0.7])
+    assert gm.component_stds[0].item() == 0.1 and gm.weights[0].item() == 0.3
+    x = torch.tensor([[0.05]], dtype=torch.float64)
+    exact = math.log(0.3 + 0.7) - 0.5 * math.log(2 * math.pi * 0.01) - 0.05**2 / (2 * 0.01)
+    assert gm.log_prob(x).item() == pytest.approx(exact, rel=1e-14)
+
+
 @pytest.mark.parametrize(
     "means, sc, weights, arg",
     [

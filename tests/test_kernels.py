@@ -139,25 +139,51 @@ def test_witness_grad_is_weighted_sum_of_grad_x_and_autograd_of_witness(name, pa
     torch.testing.assert_close(k.witness_grad(x, y), k.grad_x(x, y).mean(dim=1), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("d", [2, 8])
 @pytest.mark.parametrize("name,params", [("energy", {}), ("laplace", {"bandwidth": 2.0}),
                                          ("polyharmonic", {"order": 2, "dim": 2}),
                                          ("polyharmonic", {"order": 2, "dim": 3}),
                                          ("gaussian", {"bandwidth": 3.0})])
-def test_particles_against_themselves_float32(name, params):
+def test_particles_against_themselves_float32(name, params, d):
     """x is the centre set (particle flows): the expansion's rounding at x == y must not leak.
 
-    Two clusters far from their common mean: the expansion gives s ≈ 1e-4 instead of 0 on the
-    diagonal, and for singular kernels a garbage unit vector; the cancellation threshold removes it
-    (distinct points here are ≥ 0.5 apart, far above the threshold distance ≈ 0.1 at this norm).
+    Two clusters far from their common mean: at d = 8 the expansion gives s ≈ 1e-4 instead of 0 on
+    the diagonal, and for singular kernels a garbage unit vector; the cancellation threshold removes
+    it (distinct points here are ≥ 0.5 apart, far above the threshold distance ≈ 0.1 at this norm).
+    At d = 2 the exact differences give s = 0 there.
     """
     grid = torch.cartesian_prod(torch.arange(12.0), torch.arange(12.0)) * 0.7  # spacing 0.7 ≫ threshold
     grid = grid + (torch.rand(144, 2, generator=gen(8)) - 0.5) * 0.2
-    far = torch.tensor([50.0, -20.0])
+    grid = torch.cat([grid, torch.zeros(144, d - 2)], dim=1)
+    far = torch.zeros(d)
+    far[0], far[1] = 50.0, -20.0
     x = torch.cat([grid + far, grid - far]).float()
     k = kernel(name, **params)
     got = k.witness_grad(x, x, backend="torch").double()
     ref = k.grad_x(x.double(), x.double()).mean(dim=1)
     assert (got - ref).abs().max() <= 5e-4 * ref.abs().max()
+
+
+@pytest.mark.parametrize("name,params", [("laplace", {"bandwidth": 0.1}), ("energy", {}),
+                                         ("polyharmonic", {"order": 2, "dim": 2})])
+def test_near_pairs_interact_exactly_in_low_dimension_float32(name, params):
+    """d ≤ EXACT_MAX_D: S from exact differences, so distinct pairs 1e-3…1e-2 apart at norms ≈ 11
+    (below the expansion's float32 threshold distance ≈ 1.3e-2, where a laplace kernel of bandwidth
+    0.1 lost ≈ 10% of the gradient) match the float64 values and gradients."""
+    g = gen(31)
+    far = torch.tensor([10.0, -5.0])
+    y = torch.cat([torch.randn(40, 2, generator=g) * 0.3 + far, torch.randn(40, 2, generator=g) * 0.3 - far])
+    step = torch.randn(30, 2, generator=g)
+    x = y[:60:2] + step / step.norm(dim=1, keepdim=True) * 10 ** (-3 + torch.rand(30, 1, generator=g))
+    a = torch.randn(80, generator=g) / 80
+    k = kernel(name, **params)
+    ref = torch.einsum("nmd,m->nd", k.grad_x(x.double(), y.double()), a.double())
+    got = k.witness_grad(x, y, a, backend="torch", chunk_size=17).double()
+    assert ((got - ref).norm(dim=1).max() / ref.norm(dim=1).max()).item() < 1e-5
+    vals = k(x, y).double()
+    torch.testing.assert_close(vals, k(x.double(), y.double()), rtol=1e-5, atol=1e-5 * vals.abs().max().item())
+    torch.testing.assert_close(k.witness(x, y, a).double(), k(x.double(), y.double()) @ a.double(),
+                               rtol=1e-5, atol=1e-5 * (vals.abs().max() * a.abs().sum()).item())
 
 
 @pytest.mark.parametrize("name,params,d", CASES, ids=IDS)
@@ -513,8 +539,8 @@ import torch
 from scoregan.objectives.kernels import kernel
 g = torch.Generator().manual_seed(0)
 x = torch.randn(9, 3, generator=g); y = torch.randn(13, 3, generator=g)
-y = torch.cat([y, x[:4]])  # some centres coincide with queries (the particle self-pairs)
-a = torch.randn(17, generator=g) / 17
+y = torch.cat([y, x[:4], x[4:8] + 1e-3])  # centres on queries (self-pairs) and 1.7e-3 from them
+a = torch.randn(21, generator=g) / 21
 for name, p in [("gaussian", {"bandwidth": 1.1}), ("gaussian", {"bandwidth": [0.5, 2.0]}), ("imq", {}),
                 ("laplace", {}), ("energy", {}), ("polyharmonic", {"order": 3}),
                 ("polyharmonic", {"order": 2, "dim": 2}), ("coulomb", {"eps": 0.3})]:

@@ -325,6 +325,16 @@ def test_kernel_guidance_field_is_the_witness_gradient():
         (auto,) = torch.autograd.grad(witness(xr, x, repulsion).sum(), xr)
         torch.testing.assert_close(guid.grad(x), auto, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(guid.value(x), witness(x, x, repulsion), rtol=1e-10, atol=1e-12)
+    # a median bandwidth is fixed per step from [reference; particles] (the particles counted once)
+    from scoregan.objectives.kernels import median_bandwidth
+
+    h = median_bandwidth(x, y)
+    for repulsion in (True, False):
+        med = KernelGuidance(kernel("gaussian", bandwidth="median"), y, repulsion=repulsion)
+        fixed = KernelGuidance(kernel("gaussian", bandwidth=h), y, repulsion=repulsion)
+        torch.testing.assert_close(med.grad(x), fixed.grad(x), rtol=1e-12, atol=1e-14)
+        grid = torch.randn(7, 2, dtype=F64, generator=gen(3)) * 4  # queried elsewhere: the same field
+        torch.testing.assert_close(med.bind(x).grad(grid), fixed.bind(x).grad(grid), rtol=1e-12, atol=1e-14)
     # reference weights are normalised: doubling them changes nothing
     w = torch.rand(30, dtype=F64, generator=gen(2))
     torch.testing.assert_close(KernelGuidance(k, y, reference_weights=w).grad(x),

@@ -198,6 +198,19 @@ def test_mmd2_is_the_u_statistic():
     assert mmd2(rule.kernel, x, y).item() == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
 
 
+def test_median_mmd2_uses_one_bandwidth_for_its_three_terms():
+    """bandwidth: median fixes h once from the pooled batch: the loss is the metric's MMD² at that h
+    (resolving each of k(x, x), k(y, y), k(x, y) on its own points gave a different number)."""
+    from scoregan.metrics import mmd2 as metric_mmd2
+    from scoregan.objectives import kernel
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(60, 2, generator=g, dtype=F64) * 0.3, torch.randn(40, 2, generator=g, dtype=F64) * 3 + 1
+    ref = metric_mmd2(x, y)  # unbiased, median heuristic on [x; y]
+    assert mmd2(kernel("gaussian", bandwidth="median"), x, y).item() == pytest.approx(ref.value, rel=1e-10)
+    assert mmd2(kernel("gaussian", bandwidth=ref.bandwidth), x, y).item() == pytest.approx(ref.value, rel=1e-10)
+
+
 def test_gmmn_decreases_the_mmd_to_the_data():
     rule, cfg, data = rule_for("gmmn", "optim.lr_g=3e-3", "train.batch_size=128")
     ctx = make_ctx(cfg, data)

@@ -20,24 +20,29 @@ it) by setting torch's global matmul flag for the duration of the call and resto
 
 Chunking. ``witness`` and ``witness_grad`` (backend "torch") never hold more than one tile of the
 N × M matrix: tiles of ``chunk_size`` centres (default: as many as fit in 2^22 elements) times as
-many queries as fit in the same budget. Per tile, S = ‖x‖² + ‖y‖² − 2 x yᵀ by one ``addmm``,
-clamped at 0; then C = a · φ'(S) and the tile adds x · rowsum(C) − C @ Y to the result.
+many queries as fit in the same budget. For d > ``EXACT_MAX_D`` (= 4), per tile,
+S = ‖x‖² + ‖y‖² − 2 x yᵀ by one ``addmm``, clamped at 0; then C = a · φ'(S) and the tile adds
+x · rowsum(C) − C @ Y to the result. For d ≤ ``EXACT_MAX_D`` the tile holds the exact differences
+t_ij = x_i − y_j instead (d numbers a pair, as cheap as the expansion at such d): S = ‖t‖² and the
+tile adds 2 Σ_j C_ij t_ij, with no cancellation anywhere (the fused kernel's "direct" path).
 
 Cancellation convention (shared with the fused Triton kernel). The expansion of S loses
 relative accuracy when x ≈ y. Both operands are first shifted by the mean of the centres (exact,
-since the kernels are translation invariant), and every pair with
+since the kernels are translation invariant), and on the expansion paths (d > 4) every pair with
 
     S ≤ tol · (‖x‖² + ‖y‖²),   tol = cancellation_tol(dtype, d, precision)
 
-(norms after the shift) is treated as coincident: S := 0. Kernels whose φ' is finite at 0 then
-use φ'(0); kernels whose φ' is singular at 0 (laplace, energy, polyharmonic with ε = 0 and
-p ∈ {1, 2}) define φ'(0) := 0, i.e. a coincident pair contributes nothing — the minimal-norm
-subgradient at x = y (for the energy kernel −‖x − y‖ the subdifferential at 0 is the unit ball;
-for r² log r the gradient tends to 0). ``profile_grad(0)`` and ``grad_x`` at x == y follow the same
-convention, so they are finite everywhere. In float32 with d = 2 the threshold is a distance of
-about 1.2e-3 ‖x‖ (norm after the shift); use float64 if closer distinct points must interact
-exactly. ``precision="tf32"`` raises the rounding of S (and the threshold) to TF32's: fine for
-smooth kernels whose bandwidth is well above ≈ 0.05 ‖x‖, too coarse for steep or singular ones.
+(norms after the shift) is treated as coincident: S := 0; with exact differences (d ≤ 4) only
+S = 0 is. Kernels whose φ' is finite at 0 then use φ'(0); kernels whose φ' is singular at 0
+(laplace, energy, polyharmonic with ε = 0 and p ∈ {1, 2}) define φ'(0) := 0, i.e. a coincident
+pair contributes nothing — the minimal-norm subgradient at x = y (for the energy kernel −‖x − y‖
+the subdifferential at 0 is the unit ball; for r² log r the gradient tends to 0).
+``profile_grad(0)`` and ``grad_x`` at x == y follow the same convention, so they are finite
+everywhere. In float32 the threshold is a distance of about 1.2e-3 ‖x‖ at d = 5 and 3e-3 ‖x‖ at
+d = 64 (norm after the shift): a singular kernel then drops distinct pairs that close (a laplace
+kernel of bandwidth h loses about a_j / h per pair); use float64 if they must interact exactly.
+``precision="tf32"`` raises the rounding of S (and the threshold) to TF32's: fine for smooth
+kernels whose bandwidth is well above ≈ 0.05 ‖x‖, too coarse for steep or singular ones.
 
 Fused specs (the contract with ``scoregan.sampling.fused_witness``). ``fused_spec(x, centres)``
 returns ``FusedSpec(kind, params)`` with every data-dependent choice (median bandwidth, default
@@ -118,6 +123,7 @@ __all__ = [
     "spec_profile_grad",
     "spec_cpd_order",
     "cancellation_tol",
+    "EXACT_MAX_D",
     "median_bandwidth",
 ]
 
@@ -282,7 +288,8 @@ def cancellation_tol(dtype: torch.dtype, d: int, precision: str = "ieee") -> flo
     at up to ≈ max(√d, 2) units of roundoff u times (‖x‖² + ‖y‖²) (2u at d = 2, 9u at d = 64 in
     float32); tol = 6u · max(√d, 2) keeps a margin of about 5. Pairs with S ≤ tol (‖x‖² + ‖y‖²)
     are coincident. u is that of ``dtype``, or of TF32 (2⁻¹¹) when ``precision == "tf32"`` and the
-    dtype is float32 (a path that computes S from exact differences should pass "ieee").
+    dtype is float32. A path that computes S from exact differences needs no threshold (only S = 0
+    is coincident there).
     """
     u = torch.finfo(dtype).eps / 2.0
     if precision == "tf32" and dtype == torch.float32:
@@ -346,6 +353,11 @@ def _matmul_precision(device: torch.device, precision: str) -> Iterator[None]:
         yield
     finally:
         setattr(matmul, attr, before)
+
+
+#: Dimensions up to which squared distances come from exact differences x_i − y_j (no expansion,
+#: no threshold): the torch path here and the fused kernel's "direct" path.
+EXACT_MAX_D = 4
 
 
 def _sq_norms(z: Tensor) -> Tensor:
@@ -435,6 +447,15 @@ class Kernel(ABC):
     def grad_x(self, x: Tensor, y: Tensor) -> Tensor:
         """∂k(x_i, y_j)/∂x_i: (N, d), (M, d) → (N, M, d); finite at x_i == y_j."""
 
+    def resolve(self, x: Tensor, centres: Tensor) -> Kernel:
+        """The concrete kernel (every parameter a number) for queries ``x`` (N, d) and ``centres`` (M, d):
+        a data-dependent parameter (a median bandwidth) is fixed from the pooled points [centres; x].
+
+        Callers whose estimate combines several kernel evaluations (an MMD², a witness queried at other
+        points than its samples) resolve once on the two samples and use the result for every term, so
+        that all terms share one kernel."""
+        return self
+
     def fused_spec(self, x: Tensor, centres: Tensor) -> FusedSpec | None:
         """The fused Triton description of this kernel for these inputs, or None if it has none."""
         return None
@@ -505,10 +526,6 @@ class RadialKernel(Kernel):
     numbers). ``profile``/``profile_grad``/``spec`` need a resolved kernel.
     """
 
-    def resolve(self, x: Tensor, centres: Tensor) -> RadialKernel:
-        """The concrete kernel (every parameter a number) for queries ``x`` and ``centres``."""
-        return self
-
     @abstractmethod
     def _static_spec(self) -> FusedSpec | None:
         """The spec when no parameter depends on the data, else None."""
@@ -551,6 +568,9 @@ class RadialKernel(Kernel):
         x, y, _ = _check_inputs(x, y, None, centres_name="y")
         spec = self.fused_spec(x, y)
         xs, ys = _centred(x, y)
+        if x.shape[1] <= EXACT_MAX_D:
+            t = xs[:, None, :] - ys[None, :, :]
+            return spec_profile(spec, (t * t).sum(dim=-1))
         tol = cancellation_tol(x.dtype, x.shape[1])
         with _matmul_precision(x.device, "ieee"):
             s = _sqdist_tile(xs, _sq_norms(xs), ys, _sq_norms(ys), tol)
@@ -572,7 +592,8 @@ class RadialKernel(Kernel):
         if x.shape[0] == 0 or centres.shape[0] == 0:
             return x.new_zeros(x.shape[0])
         spec = self.fused_spec(x, centres)
-        return self._tiled(x, centres, chunk_size, "ieee", lambda s, xb, yb, cj: spec_profile(spec, s) @ weights[cj])
+        return self._tiled(x, centres, chunk_size, "ieee",
+                           lambda s, xb, yb, t, cj: spec_profile(spec, s) @ weights[cj])
 
     def witness_grad(
         self,
@@ -603,8 +624,10 @@ class RadialKernel(Kernel):
             xs, cs = _centred(x, centres)
             return _import_fused()(xs, cs, weights, spec, precision)
 
-        def tile(s: Tensor, xb: Tensor, yb: Tensor, cj: slice) -> Tensor:
+        def tile(s: Tensor, xb: Tensor, yb: Tensor, t: Tensor | None, cj: slice) -> Tensor:
             c = spec_profile_grad(spec, s) * weights[cj]
+            if t is not None:  # exact differences (d ≤ EXACT_MAX_D)
+                return 2.0 * torch.einsum("nm,nmd->nd", c, t)
             return 2.0 * (xb * c.sum(dim=1, keepdim=True) - c @ yb)
 
         return self._tiled(x, centres, chunk_size, precision, tile)
@@ -613,15 +636,25 @@ class RadialKernel(Kernel):
     def _tiled(
         x: Tensor, centres: Tensor, chunk_size: int | None, precision: str, tile: Callable[..., Tensor]
     ) -> Tensor:
-        """Σ_tiles ``tile(S, x_b, y_b, centre slice)`` over the shifted inputs, per query block."""
+        """Σ_tiles ``tile(S, x_b, y_b, T, centre slice)`` over the shifted inputs, per query block; T the
+        exact differences (n_b, m_b, d) for d ≤ EXACT_MAX_D, else None (S from the expansion)."""
         xs, cs = _centred(x, centres)
+        d = x.shape[1]
+        if d <= EXACT_MAX_D:
+            bn, bm = _tiles(x.shape[0], centres.shape[0], chunk_size, per_entry=d)
+
+            def exact(qi: slice, cj: slice) -> Tensor:
+                t = xs[qi, None, :] - cs[None, cj, :]
+                return tile((t * t).sum(dim=-1), xs[qi], cs[cj], t, cj)
+
+            return _blockwise(x.shape[0], centres.shape[0], bn, bm, exact)
         nx, nc = _sq_norms(xs), _sq_norms(cs)
-        tol = cancellation_tol(x.dtype, x.shape[1], precision if x.is_cuda else "ieee")  # no TF32 off CUDA
+        tol = cancellation_tol(x.dtype, d, precision if x.is_cuda else "ieee")  # no TF32 off CUDA
         bn, bm = _tiles(x.shape[0], centres.shape[0], chunk_size)
 
         def block(qi: slice, cj: slice) -> Tensor:
             s = _sqdist_tile(xs[qi], nx[qi], cs[cj], nc[cj], tol)
-            return tile(s, xs[qi], cs[cj], cj)
+            return tile(s, xs[qi], cs[cj], None, cj)
 
         with _matmul_precision(x.device, precision):
             return _blockwise(x.shape[0], centres.shape[0], bn, bm, block)

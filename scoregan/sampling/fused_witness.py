@@ -44,11 +44,12 @@ Numerics (the contract of ``scoregan.objectives.kernels``, module doc there):
   (``tl.dot(input_precision="tf32")`` or cuBLAS with TF32 allowed), about 3 decimal digits per
   product; measured errors on an H100 are in docs/benchmarks.md (≤ 1.1e-3 relative).
 * Coincident pairs: S ≤ tol (‖x_i‖² + ‖y_j‖²) counts as S = 0, with tol =
-  ``cancellation_tol(float32, d, precision)`` for the expansion paths and the fp32 ("ieee") tol
-  on the direct path, whose S is exact; where φ' is singular at 0 (laplace, energy, poly_power
-  with ε² = 0 and p < 2, poly_log with u = 0) such a pair contributes 0 (the minimal-norm
-  subgradient). For the gaussian kinds the snap is skipped: φ' is smooth at 0, so no pair needs
-  it, and skipping it keeps the result closer to the exact gradient.
+  ``cancellation_tol(float32, d, precision)`` for the expansion paths and tol = 0 on the direct
+  path, whose S is exact (only exact coincidences, as on the torch path for d ≤ 4); where φ' is
+  singular at 0 (laplace, energy, poly_power with ε² = 0 and p < 2, poly_log with u = 0) such a
+  pair contributes 0 (the minimal-norm subgradient). For the gaussian kinds the snap is skipped:
+  φ' is smooth at 0, so no pair needs it, and skipping it keeps the result closer to the exact
+  gradient.
 * fp32 underflow: exp(−s/(2h²)) vanishes below s/(2h²) ≈ 87, so with a bandwidth far below the
   distances a particle far from every centre gets G = 0 (as on the torch path).
 
@@ -81,6 +82,7 @@ from torch import Tensor
 
 from scoregan._checks import check_choice, check_int, check_matrix
 from scoregan.objectives.kernels import (
+    EXACT_MAX_D,
     PRECISIONS,
     FusedSpec,
     _matmul_precision,
@@ -88,7 +90,8 @@ from scoregan.objectives.kernels import (
     spec_profile_grad,
 )
 
-__all__ = ["KINDS", "LaunchConfig", "default_config", "fused_witness_grad", "select_path", "witness_grad_reference"]
+__all__ = ["KINDS", "LaunchConfig", "coincidence_tol", "default_config", "fused_witness_grad", "select_path",
+           "witness_grad_reference"]
 
 # kind name -> (code in the kernels, number of params or None for "even, at least 2")
 _KIND_CODES: dict[str, int] = {
@@ -116,7 +119,7 @@ _LOG2E = 1.0 / math.log(2.0)
 _LN2 = math.log(2.0)
 
 # Path thresholds on d (module doc) and the default size of the large-d C slab.
-DIRECT_MAX_D = 4
+DIRECT_MAX_D = EXACT_MAX_D  # the torch path's exact-difference range: the two agree pair by pair
 GRAM_MAX_D = 64
 SLAB_BYTES = 1 << 30
 # Products of the two-phase path: "cublas" (torch.mm + a Triton epilogue pass over the slab),
@@ -477,6 +480,16 @@ def select_path(d: int, precision: str = "tf32") -> str:
     return "gram" if precision == "tf32" and d <= GRAM_MAX_D else "two_phase"
 
 
+def coincidence_tol(kind: str, d: int, precision: str = "ieee") -> float:
+    """The tol of the coincidence snap S ≤ tol (‖x‖² + ‖y‖²) that the fused kernel applies for this
+    kind, dimension and precision (module doc): 0 for the gaussian kinds (no snap) and on the direct
+    path (exact S), else ``cancellation_tol(float32, d, precision)``. Pass it to
+    :func:`witness_grad_reference` to compare pair by pair."""
+    if kind in ("gaussian", "gaussian_mix") or select_path(d, precision) == "direct":
+        return 0.0
+    return cancellation_tol(torch.float32, d, precision)
+
+
 @dataclass(frozen=True)
 class LaunchConfig:
     """Tile sizes and launch options of one path (zero or empty fields: the defaults)."""
@@ -618,7 +631,7 @@ def _launch(
     dtype = x.dtype
     if dtype == torch.float64 or centres.dtype == torch.float64:
         spec = FusedSpec(kind, params)
-        tol = cancellation_tol(torch.float64, d)
+        tol = 0.0 if d <= EXACT_MAX_D else cancellation_tol(torch.float64, d)  # the torch path's convention
         return witness_grad_reference(x.double(), centres.double(), weights.double(), spec, tol=tol).to(dtype)
     if n == 0 or m == 0:
         return x.new_zeros(n, d)
@@ -630,8 +643,9 @@ def _launch(
     cfg = config or default_config(d, precision, x.device.type == "cuda")
     path = cfg.path or select_path(d, precision)
     k = _consts(kind, params)
-    # the snap tolerance of the arithmetic that forms S: exact differences on the direct path
-    tol = cancellation_tol(torch.float32, d, "ieee" if path == "direct" else precision)
+    # the snap tolerance of the arithmetic that forms S: none for the exact differences of the direct
+    # path (only S = 0 is coincident there), the expansion's rounding otherwise
+    tol = 0.0 if path == "direct" else cancellation_tol(torch.float32, d, precision)
     xf = x.detach().to(torch.float32)
     yf = centres.detach().to(torch.float32)
     # shift by the centres' mean (exact for a radial kernel; less cancellation in S and in x Σc − Σcy)

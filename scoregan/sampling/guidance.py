@@ -115,17 +115,17 @@ class Guidance:
 class _BoundWitness(Guidance):
     """The witness D(y) = Σ_c w_c k(y, c_c) for fixed centres (C, d) and signed weights (C,)."""
 
-    def __init__(self, owner: KernelGuidance, centres: torch.Tensor, weights: torch.Tensor):
-        self._owner, self._centres, self._weights = owner, centres, weights
+    def __init__(self, owner: KernelGuidance, kernel: Any, centres: torch.Tensor, weights: torch.Tensor):
+        self._owner, self._kernel, self._centres, self._weights = owner, kernel, centres, weights
         self.dim = centres.shape[1]
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         o = self._owner
         c, w = self._centres.to(x), self._weights.to(x)
-        return o.kernel.witness_grad(x, c, w, backend=o.backend, precision=o.precision)
+        return self._kernel.witness_grad(x, c, w, backend=o.backend, precision=o.precision)
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
-        return self._owner.kernel.witness(x, self._centres.to(x), self._weights.to(x))
+        return self._kernel.witness(x, self._centres.to(x), self._weights.to(x))
 
 
 class KernelGuidance(Guidance):
@@ -145,7 +145,8 @@ class KernelGuidance(Guidance):
 
     The gradient is taken in the evaluation point only, with the ensemble frozen during a step
     (:meth:`bind`), which is the particle discretisation of the Wasserstein gradient flow of
-    MMD²/2 (scaled by the guidance scale).
+    MMD²/2 (scaled by the guidance scale). A data-dependent kernel parameter (a median bandwidth)
+    is fixed at each :meth:`bind` from the pooled [reference; particles].
     """
 
     def __init__(self, kernel: Any, reference: torch.Tensor, *, reference_weights: torch.Tensor | None = None,
@@ -191,12 +192,14 @@ class KernelGuidance(Guidance):
         """The witness with the ensemble frozen at ``particles`` (N, d): centres [y; x], weights [a; −1/N]."""
         self.check(particles, "particles")
         y, a = self._reference_like(particles)
+        resolve = getattr(self.kernel, "resolve", None)
+        kernel = resolve(particles.detach(), y) if callable(resolve) else self.kernel
         if not self.repulsion:
-            return _BoundWitness(self, y, a)
+            return _BoundWitness(self, kernel, y, a)
         n = particles.shape[0]
         centres = torch.cat([y, particles.detach()], dim=0)
         weights = torch.cat([a, torch.full((n,), -1.0 / n, dtype=a.dtype, device=a.device)])
-        return _BoundWitness(self, centres, weights)
+        return _BoundWitness(self, kernel, centres, weights)
 
     def check(self, x: torch.Tensor, name: str = "x0") -> None:
         if x.shape[1] != self.dim:

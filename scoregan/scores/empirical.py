@@ -33,7 +33,14 @@ def _row_sigmas(x: torch.Tensor, centres: torch.Tensor, sigma: torch.Tensor | fl
     return sig
 
 
-def _posterior_mean(x: torch.Tensor, centres: torch.Tensor, sig: torch.Tensor, chunk: int) -> torch.Tensor:
+def _centred_posterior_mean(x: torch.Tensor, centres: torch.Tensor, sig: torch.Tensor,
+                            chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(E[y | x] − m, x − m, m) with m the centres' mean (N, d), (N, d), (d,).
+
+    E[y | x] is shift-equivariant; working on shifted points matters in float32 because the logits
+    below drop the per-row ‖x‖², and without the shift their rounding grows like ‖m‖² / σ²."""
+    m = centres.mean(dim=0)
+    x, centres = x - m, centres - m
     out = torch.empty_like(x)
     c2 = (centres * centres).sum(dim=1)
     for lo in range(0, x.shape[0], chunk):
@@ -41,7 +48,7 @@ def _posterior_mean(x: torch.Tensor, centres: torch.Tensor, sig: torch.Tensor, c
         # −‖x − y‖² / 2σ² up to a per-row constant: (2 x·y − ‖y‖²) / 2σ²
         logits = torch.addmm(-c2, xb, centres.T, alpha=2.0) / (2.0 * sb[:, None] ** 2)
         out[lo:lo + chunk] = torch.softmax(logits, dim=1) @ centres
-    return out
+    return out, x, m
 
 
 def empirical_posterior_mean(x: torch.Tensor, centres: torch.Tensor, sigma: torch.Tensor | float,
@@ -50,11 +57,13 @@ def empirical_posterior_mean(x: torch.Tensor, centres: torch.Tensor, sigma: torc
 
     x (N, d) query points, centres (M, d), sigma a float or (N,) per-row noise levels (> 0).
     Rows are processed ``chunk`` at a time (memory O(chunk · M))."""
-    return _posterior_mean(x, centres, _row_sigmas(x, centres, sigma), chunk)
+    mean, _, m = _centred_posterior_mean(x, centres, _row_sigmas(x, centres, sigma), chunk)
+    return mean + m
 
 
 def empirical_score(x: torch.Tensor, centres: torch.Tensor, sigma: torch.Tensor | float,
                     *, chunk: int = 4096) -> torch.Tensor:
     """∇log p̂^σ(x) (N, d) of the perturbed empirical measure of ``centres`` (module docstring)."""
     sig = _row_sigmas(x, centres, sigma)
-    return (_posterior_mean(x, centres, sig, chunk) - x) / sig[:, None] ** 2
+    mean, xc, _ = _centred_posterior_mean(x, centres, sig, chunk)
+    return (mean - xc) / sig[:, None] ** 2

@@ -30,7 +30,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 def _as_float_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None,
                      device: torch.device | None = None) -> torch.Tensor:
-    """A floating tensor from ``value``; array-likes become float32 unless they are float64 numpy arrays."""
+    """A floating tensor from ``value`` in ``dtype``; without one, array-likes become float32 unless they
+    are float64 numpy arrays."""
     if isinstance(value, torch.Tensor):
         t = value.detach()
         if not t.is_floating_point():
@@ -43,7 +44,8 @@ def _as_float_tensor(name: str, value: Any, *, dtype: torch.dtype | None = None,
         if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
             raise ValueError(f"{name} must be a tensor or array-like of numbers, got {value!r}")
         given_f64 = isinstance(value, (np.ndarray, np.floating)) and arr.dtype == np.float64
-        t = torch.as_tensor(arr, dtype=torch.float64 if given_f64 else torch.float32)
+        # Straight to the target dtype: a Python float for a float64 mixture is not rounded through float32.
+        t = torch.as_tensor(arr, dtype=dtype if dtype is not None else torch.float64 if given_f64 else torch.float32)
     if dtype is not None or device is not None:
         t = t.to(device=device if device is not None else t.device, dtype=dtype if dtype is not None else t.dtype)
     if not bool(torch.isfinite(t).all()):

@@ -267,7 +267,8 @@ class MMDGAN(AdversarialRule):
         n, m = real_out.shape[0], fake_out.shape[0]
         centres = torch.cat([real_out, fake_out])
         a = torch.cat([real_out.new_full((n,), 1.0 / n), fake_out.new_full((m,), -1.0 / m)])
-        return lambda x: self.kernel(self.D(x), centres) @ a
+        k = self.kernel.resolve(real_out, fake_out)  # the kernel of d_loss's MMD², not one per query
+        return lambda x: k(self.D(x), centres) @ a
 
     def generator_objective(self, ctx: StepContext, fake: torch.Tensor) -> torch.Tensor:
         return mmd2(self.kernel, self.D(fake), self.D(ctx.real()), unbiased=self.tcfg.unbiased)

@@ -65,6 +65,7 @@ def mmd2(k: Kernel, x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = True) 
     """MMD²(x, y) for samples x (N, d), y (M, d), differentiable in both: the U-statistic
     Σ_{i≠i'} k(x_i, x_i')/(N(N−1)) + Σ_{j≠j'} k(y_j, y_j')/(M(M−1)) − 2 mean k(x_i, y_j), or with
     ``unbiased=False`` the V-statistic (diagonals included)."""
+    k = k.resolve(x, y)  # one kernel for the three terms (a median bandwidth from the pooled [y; x])
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     n, m = x.shape[0], y.shape[0]
     if unbiased:
