@@ -53,6 +53,8 @@ def sample(run_dir: str | Path, *, n: int, out: str | Path | None = None, seed: 
     """``n`` samples from a trained run; saved as ``out`` (.npz, array ``x``) with a figure beside it."""
     from scoregan.plotting import plot_samples
 
+    if out is not None and Path(out).suffix != ".npz":
+        raise ValueError(f"out must be an .npz path, got {str(out)!r}")
     run = load_run(run_dir)
     x = run.sample(n, seed=seed).cpu()
     if out is not None:

@@ -66,15 +66,22 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+#: The Langevin options of ``scoregan sample`` and their defaults (they only act with --langevin).
+LANGEVIN_DEFAULTS = {"space": "latent", "steps": 100, "step_size": 1e-2, "mala": False, "guidance_scale": 1.0}
+
+
 def _cmd_sample(a: argparse.Namespace) -> int:
     from scoregan import api
 
+    given = [k for k in LANGEVIN_DEFAULTS if getattr(a, k) is not None]
+    if not a.langevin and given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{flags} only act with --langevin; add --langevin or drop them")
     if a.langevin:
         from scoregan.sampling.from_run import langevin_from_run
 
-        report = langevin_from_run(a.run_dir, n=a.n, steps=a.steps, step_size=a.step_size,
-                                   guidance_scale=a.guidance_scale, space=a.space, seed=a.seed, out=a.out,
-                                   mala=a.mala)
+        o = {k: LANGEVIN_DEFAULTS[k] if getattr(a, k) is None else getattr(a, k) for k in LANGEVIN_DEFAULTS}
+        report = langevin_from_run(a.run_dir, n=a.n, seed=a.seed, out=a.out, **o)
         print(_metrics_table({k: v for k, v in report.items() if isinstance(v, (int, float, str))}))
         return 0
     x = api.sample(a.run_dir, n=a.n, out=a.out, seed=a.seed)
@@ -124,13 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     lg = s.add_argument_group("Langevin refinement (discriminator guidance)")
     lg.add_argument("--langevin", action="store_true", help="refine with discriminator-guided Langevin dynamics")
-    lg.add_argument("--space", choices=("latent", "data"), default="latent", help="where the chain runs")
-    lg.add_argument("--steps", type=int, default=100, help="Langevin steps")
-    lg.add_argument("--step-size", type=float, default=1e-2,
-                    help="Langevin step size η (latent space: absolute; data space: relative, η = step_size·h² "
-                         "with h the bandwidth of the generator's kernel density estimate)")
-    lg.add_argument("--mala", action="store_true", help="Metropolis-adjusted steps (exact stationary law)")
-    lg.add_argument("--guidance-scale", type=float, default=1.0, help="weight λ of the discriminator guidance")
+    lg.add_argument("--space", choices=("latent", "data"), default=None, help="where the chain runs (default latent)")
+    lg.add_argument("--steps", type=int, default=None, help="Langevin steps (default 100)")
+    lg.add_argument("--step-size", type=float, default=None,
+                    help="Langevin step size η (default 0.01; latent space: absolute; data space: relative, "
+                         "η = step_size·h² with h the bandwidth of the generator's kernel density estimate)")
+    lg.add_argument("--mala", action="store_true", default=None,
+                    help="Metropolis-adjusted steps (exact stationary law)")
+    lg.add_argument("--guidance-scale", type=float, default=None,
+                    help="weight λ of the discriminator guidance (default 1)")
     s.set_defaults(fn=_cmd_sample)
 
     b = sub.add_parser("bench", help="benchmarks that print a table", description="Benchmarks that print a "

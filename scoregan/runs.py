@@ -31,6 +31,12 @@ class Run:
         return self.rule.modules["generator"]
 
     @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator :meth:`sample` draws with: G's moving average when the run keeps one
+        (``trainer.ema`` > 0), else G."""
+        return self.rule.modules.get("generator_ema", self.generator)
+
+    @property
     def discriminator(self) -> nn.Module | None:
         """D: x (N, d) ↦ raw output (N,) (the logit for GAN losses), or None for rules without one."""
         return self.rule.modules.get("discriminator")
@@ -63,6 +69,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", checkpo
     try:
         rule.load_state_dict(ckpt["rule"])
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint in {str(run_dir)!r} does not match its config.yaml: {str(exc).splitlines()[0]}") from None
+        detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise CheckpointError(f"checkpoint in {str(run_dir)!r} does not match its config.yaml: {detail}") from None
     rule.train(False)
     return Run(run_dir, cfg, data, rule, int(ckpt["step"]), device)

@@ -86,6 +86,30 @@ def test_corrupted_checkpoint_via_cli(run_dir, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_sample_refuses_langevin_options_without_langevin_and_non_npz_out(run_dir, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    assert main(["sample", str(run_dir), "--n", "8", "--out", str(out), "--mala", "--steps", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "--steps, --mala only act with --langevin" in err and not out.exists()
+    assert main(["sample", str(run_dir), "--n", "8", "--out", str(tmp_path / "s.txt")]) == 2
+    assert "out must be an .npz path" in capsys.readouterr().err and not (tmp_path / "s.txt.npz").exists()
+
+
+def test_checkpoint_of_the_wrong_shape_names_the_network_and_the_shapes(run_dir, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    cfg = yaml.safe_load((bad / "config.yaml").read_text())
+    cfg["model"]["discriminator"]["hidden"] = [8, 8]
+    (bad / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["sample", str(bad), "--n", "8", "--out", str(tmp_path / "g.npz"), "--langevin", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "does not match its config.yaml" in err and "size mismatch for" in err and "[8, 2]" in err, err
+
+
 def test_sample_langevin_refines_with_the_discriminator(run_dir, tmp_path, capsys):
     out = tmp_path / "g.npz"
     assert main(["sample", str(run_dir), "--n", "64", "--out", str(out), "--langevin", "--steps", "5",

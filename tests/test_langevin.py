@@ -352,6 +352,26 @@ def test_seeded_runs_are_identical_and_seeds_matter():
     assert langevin(x0.float(), generator=gen(5), **kw).dtype == torch.float32
 
 
+def test_mala_test_is_exact_in_bfloat16():
+    """Every proposal has log α = −1e4 exactly (flat drift, a step-shaped ψ), so nothing may be
+    accepted; a bfloat16 uniform is 0 about once in 500 draws, which accepted ~8 of 4096."""
+
+    class Step:
+        has_value = True
+        dim = 1
+
+        def grad(self, x):
+            return torch.zeros_like(x)
+
+        def value(self, x):
+            return torch.where(x[:, 0] == 0, 0.0, -1e4).to(x.dtype)
+
+    x0 = torch.zeros(4096, 1, dtype=torch.bfloat16)
+    x, info = langevin(x0, guidance=Step(), sigmas=1.0, steps_per_level=1, step_size=1.0, mala=True,
+                       generator=gen(0), return_info=True)
+    assert info.acceptance_rate == 0.0 and torch.equal(x, x0)
+
+
 def test_bad_arguments_name_the_argument_before_any_work():
     calls = []
 
@@ -364,7 +384,8 @@ def test_bad_arguments_name_the_argument_before_any_work():
     for bad, match in [(dict(step_size=0.0), "step_size"), (dict(step_size=-1.0), "step_size"),
                        (dict(sigmas=[0.1, 1.0]), "sigmas"), (dict(sigmas=[]), "sigmas"),
                        (dict(sigmas=[1.0, -0.1]), "sigmas"), (dict(steps_per_level=0), "steps_per_level"),
-                       (dict(guidance_scale=-1.0), "guidance_scale"), (dict(generator=3), "generator")]:
+                       (dict(guidance_scale=-1.0), "guidance_scale"), (dict(guidance_scale=math.inf), "guidance_scale"),
+                       (dict(guidance_scale=math.nan), "guidance_scale"), (dict(generator=3), "generator")]:
         with pytest.raises(ValueError, match=match):
             langevin(x0, **{**ok, **bad})
     with pytest.raises(ValueError, match="x0"):
@@ -425,6 +446,34 @@ def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "nsgan"
     api.train("configs/toy/8gaussians-nsgan.yaml", overrides=TINY_RUN, run_dir=run_dir)
     return run_dir
+
+
+def test_langevin_from_run_reads_each_discriminator_through_its_trainers_link(tmp_path):
+    """LSGAN: D = p_d/(p_d + p_g), read with the probability link; with trainer.ema the chain starts
+    from the moving-average generator that `scoregan sample` draws with; critics are noted; a
+    feature-map discriminator (mmd-gan) is refused by name."""
+    from scoregan import api
+    from scoregan.runs import load_run
+    from scoregan.sampling.from_run import langevin_from_run
+
+    runs = {}
+    for name, extra in (("lsgan", ["trainer.ema=0.9"]), ("hinge", []), ("mmd-gan", ["trainer.feature_dim=4"])):
+        runs[name] = tmp_path / name
+        api.train("configs/toy/8gaussians-nsgan.yaml",
+                  overrides=[*TINY_RUN, f"trainer.name={name}", "train.steps=5", *extra], run_dir=runs[name])
+    rep = langevin_from_run(runs["lsgan"], n=32, steps=3, step_size=0.01, seed=4, metrics=False)
+    run = load_run(runs["lsgan"])
+    assert rep["link"] == "probability"
+    assert torch.equal(rep["initial"], run.sample(32, seed=4))  # G_ema's draws
+    with torch.no_grad():
+        assert not torch.equal(run.generator(torch.randn(32, 2, generator=gen(4))), rep["initial"])
+    eps = torch.finfo(torch.float32).eps
+    with torch.no_grad():
+        d = run.discriminator(rep["samples"]).reshape(-1).clamp(eps, 1 - eps)
+    assert rep["logit_after"] == pytest.approx(torch.log(d / (1 - d)).mean().item(), rel=1e-5)
+    assert "not a log-ratio" in langevin_from_run(runs["hinge"], n=8, steps=1, step_size=0.01, metrics=False)["note"]
+    with pytest.raises(ValueError, match="mmd-gan.*not a scalar critic"):
+        langevin_from_run(runs["mmd-gan"], n=8, steps=1, step_size=0.01)
 
 
 @pytest.mark.parametrize("space", ["latent", "data"])

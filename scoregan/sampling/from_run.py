@@ -29,12 +29,39 @@ import torch
 
 from scoregan._checks import check_choice, check_int, check_positive
 from scoregan.sampling.guidance import DiscriminatorGuidance, _float_dtype_device
-from scoregan.sampling.langevin import langevin, latent_langevin
+from scoregan.sampling.langevin import check_guidance_scale, langevin, latent_langevin
 from scoregan.scores import GaussianMixture
 
-__all__ = ["langevin_from_run", "KDEScore", "scott_bandwidth"]
+__all__ = ["langevin_from_run", "guidance_for_run", "KDEScore", "scott_bandwidth", "DISCRIMINATOR_LINKS"]
 
 SPACES = ("latent", "data")
+
+#: How each trainer's discriminator output becomes ψ = log r (DiscriminatorGuidance's ``link``):
+#: the (non-)saturating GAN outputs the logit, an f-GAN critic log r by scoregan's convention, the
+#: least-squares GAN D = p_d/(p_d + p_g); the hinge and WGAN critics are no log-ratio (their chain
+#: samples p_g·e^{λD}, see DiscriminatorGuidance). Other trainers have no scalar discriminator.
+DISCRIMINATOR_LINKS = {"nsgan": "logit", "sgan": "logit", "fgan": "fgan", "lsgan": "probability",
+                       "hinge": "logit", "wgan-gp": "logit"}
+CRITICS = ("hinge", "wgan-gp")
+
+
+def guidance_for_run(run: Any) -> DiscriminatorGuidance:
+    """The :class:`DiscriminatorGuidance` of a trained run, with the link of its trainer
+    (``DISCRIMINATOR_LINKS``); ValueError naming the trainer where there is no scalar discriminator."""
+    name = run.config.trainer.name
+    if run.discriminator is None:
+        raise ValueError(f"run_dir={str(run.run_dir)!r}: this run has no discriminator to guide with "
+                         f"(trainer {name!r})")
+    if name not in DISCRIMINATOR_LINKS:
+        raise ValueError(f"run_dir={str(run.run_dir)!r}: the discriminator of trainer {name!r} is not a scalar "
+                         f"critic (mmd-gan's is a feature map x -> R^feature_dim); Langevin guidance needs one of "
+                         f"the trainers {', '.join(DISCRIMINATOR_LINKS)}")
+    link = DISCRIMINATOR_LINKS[name]
+    if link == "fgan":
+        from scoregan.trainers.adversarial import divergence_of
+
+        return DiscriminatorGuidance(run.discriminator, link="fgan", divergence=divergence_of(run.config.trainer))
+    return DiscriminatorGuidance(run.discriminator, link=link)
 
 
 def scott_bandwidth(x: torch.Tensor) -> float:
@@ -95,9 +122,12 @@ def langevin_from_run(
     """Refine ``n`` samples of a trained GAN run by discriminator-guided Langevin dynamics.
 
     Args:
-        run_dir: a run directory written by ``scoregan train`` (its discriminator's raw output is
-            the logit, an estimate of log p_d/p_g, for the GAN and f-GAN trainers; an IPM critic
-            is used the same way but is not a log-ratio, see :class:`DiscriminatorGuidance`).
+        run_dir: a run directory written by ``scoregan train`` with a scalar discriminator, read as
+            log r through its trainer's link (``DISCRIMINATOR_LINKS``: the logit for the GAN
+            trainers, log r for the f-GAN, D = p_d/(p_d + p_g) for the LSGAN); a hinge or WGAN
+            critic is used like a logit but is not a log-ratio (see :class:`DiscriminatorGuidance`).
+            The generator is the one ``scoregan sample`` draws with (its moving average with
+            ``trainer.ema`` > 0).
         n: number of samples; steps: Langevin steps; guidance_scale: λ.
         step_size: η in latent space; in data space η = step_size·h² (module docstring).
         space: ``"latent"`` (chain on z, returns G(z)) or ``"data"`` (chain on x with a KDE score
@@ -121,7 +151,7 @@ def langevin_from_run(
     check_int("n", n, minimum=1)
     check_int("steps", steps, minimum=1)
     check_positive("step_size", step_size)
-    check_positive("guidance_scale", guidance_scale, allow_zero=True)
+    check_guidance_scale(guidance_scale)
     check_choice("space", space, SPACES)
     check_int("seed", seed, minimum=0)
     if bandwidth is not None:
@@ -131,10 +161,7 @@ def langevin_from_run(
     from scoregan.runs import load_run
 
     run = load_run(run_dir, device=device, checkpoint=checkpoint)
-    if run.discriminator is None:
-        raise ValueError(f"run_dir={str(run_dir)!r}: this run has no discriminator to guide with "
-                         f"(trainer {run.config.trainer.name!r})")
-    G, guidance = run.generator, DiscriminatorGuidance(run.discriminator)
+    G, guidance = run.sampling_generator, guidance_for_run(run)
     dtype = _float_dtype_device(G)[0] or torch.float32
     g = torch.Generator(device=run.device).manual_seed(seed)
     z0 = torch.randn(n, run.latent_dim, generator=g, device=run.device, dtype=dtype)
@@ -142,7 +169,9 @@ def langevin_from_run(
         x0 = G(z0)
     report: dict[str, Any] = {"run_dir": str(run_dir), "space": space, "n": n, "steps": steps, "step_size": step_size,
                               "guidance_scale": guidance_scale, "seed": seed, "trainer": run.config.trainer.name,
-                              "train_step": run.step}
+                              "link": guidance.link, "train_step": run.step}
+    if run.config.trainer.name in CRITICS:
+        report["note"] = "IPM-style critic, not a log-ratio: the chain samples p_g·exp(λ·critic), not p_d"
     if space == "latent":
         z, x, info = latent_langevin(z0, G, guidance, steps=steps, step_size=step_size, guidance_scale=guidance_scale,
                                      generator=g, mala=mala, return_info=True)

@@ -236,7 +236,9 @@ class DiscriminatorGuidance(Guidance):
               activation(v) = f'(e^v) and log_ratio = log (f')⁻¹, so the composition is the identity
               and ψ = v, computed as such (no round trip through T). The identity is checked for the
               given divergence at construction (a divergence with another convention is refused).
-            - ``"probability"``: the output is D ∈ (0, 1) itself: ψ = log D − log(1 − D).
+            - ``"probability"``: the output is D ∈ (0, 1) itself: ψ = log D − log(1 − D) (the
+              least-squares GAN's optimum D = p_d/(p_d + p_g)); outputs outside (0, 1) are clamped
+              to [ε, 1 − ε] (ε the dtype's epsilon), where ψ is flat.
         divergence: a ``scoregan.objectives.divergence(name)`` object; required for ``link="fgan"``.
 
     An IPM critic (WGAN-GP, MMD-GAN) does not estimate log r; used here with ``link="logit"`` its
@@ -288,7 +290,9 @@ class DiscriminatorGuidance(Guidance):
     def log_ratio(self, x: torch.Tensor) -> torch.Tensor:
         """ψ(x) = estimated log p_d(x)/p_g(x) as (N,), differentiable in x (network dtype)."""
         v = self.raw(x)
-        if self.link == "probability":
+        if self.link == "probability":  # clamped into (0, 1): an unconstrained (least-squares) output may leave it
+            eps = torch.finfo(v.dtype).eps
+            v = v.clamp(eps, 1.0 - eps)
             return torch.log(v) - torch.log1p(-v)
         return v  # "logit" and "fgan": the raw output is log r (see the class docstring)
 

@@ -181,6 +181,14 @@ def _check_step_size(name: str, value: Any) -> float:
     return float(value)
 
 
+def check_guidance_scale(value: Any) -> float:
+    """λ as a float: a finite number ≥ 0 (ValueError naming ``guidance_scale`` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {value!r}")
+    check_positive("guidance_scale", value, allow_zero=True)
+    return float(value)
+
+
 def _check_guidance(guidance: Any, x0: torch.Tensor, name: str) -> None:
     if guidance is None:
         return
@@ -207,9 +215,9 @@ def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
 
 
-def _rand(n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _rand(n: int, like: torch.Tensor, generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
     device = like.device if generator is None else generator.device
-    return torch.rand(n, generator=generator, dtype=like.dtype, device=device).to(like.device)
+    return torch.rand(n, generator=generator, dtype=dtype, device=device).to(like.device)
 
 
 # ---------------------------------------------------------------------------------- the target
@@ -249,11 +257,13 @@ def _mala_step(x: torch.Tensor, h: float, target: _Target, state: tuple[torch.Te
     xi = _randn_like(x, generator)
     y = x + h * g_x + math.sqrt(2 * h) * xi
     logp_y, g_y = target.log_density(y), target.drift(y)
-    # log q(y|x) = −‖ξ‖²/2 (up to the shared constant), log q(x|y) = −‖x − y − h∇log π(y)‖²/(4h)
-    log_q_back = -((x - y - h * g_y) ** 2).sum(dim=1) / (4 * h)
-    log_q_fwd = -0.5 * (xi * xi).sum(dim=1)
-    log_alpha = logp_y - logp_x + log_q_back - log_q_fwd
-    u = _rand(x.shape[0], x, generator)
+    # log q(y|x) = −‖ξ‖²/2 (up to the shared constant), log q(x|y) = −‖x − y − h∇log π(y)‖²/(4h);
+    # the test in float32 at least (in float16 / bfloat16 a uniform is 0 often enough to bias it)
+    acc = torch.promote_types(x.dtype, torch.float32)
+    log_q_back = -((x - y - h * g_y).to(acc) ** 2).sum(dim=1) / (4 * h)
+    log_q_fwd = -0.5 * (xi.to(acc) ** 2).sum(dim=1)
+    log_alpha = logp_y.to(acc) - logp_x.to(acc) + log_q_back - log_q_fwd
+    u = _rand(x.shape[0], x, generator, acc)
     accept = torch.log(u) < log_alpha  # NaN log_alpha → reject
     a = accept[:, None]
     return (torch.where(a, y, x), accept,
@@ -318,9 +328,7 @@ def langevin(
     sig = _check_sigmas(sigmas)
     check_int("steps_per_level", steps_per_level, minimum=1)
     step_size = _check_step_size("step_size", step_size)
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
-        raise ValueError(f"guidance_scale must be a number, got {guidance_scale!r}")
-    check_positive("guidance_scale", guidance_scale, allow_zero=True)
+    check_guidance_scale(guidance_scale)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     model = _ScoreModel.wrap(score)
