@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scoregan.config import ConfigError, ExperimentConfig, load_config
+from scoregan.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, load_config, to_dict
 from scoregan.runs import load_run
 
 
@@ -32,16 +32,21 @@ def train(config: str | Path | ExperimentConfig | None = None, *, overrides: lis
         cfg = load_config(resume / "config.yaml", overrides)  # the run's own config, then --set overrides
         trainer = Trainer(cfg, resume, resume=True, callbacks=callbacks)
     else:
-        cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
+        if isinstance(config, ExperimentConfig):  # the overrides apply to a loaded config as to a file
+            cfg = from_dict(apply_overrides(to_dict(config), overrides)) if overrides else config
+        else:
+            cfg = load_config(config, overrides)
         trainer = Trainer(cfg, Path(run_dir) if run_dir else default_run_dir(cfg), callbacks=callbacks)
     return trainer.fit()
 
 
-def evaluate(run_dir: str | Path, *, n: int | None = None, seed: int | None = None) -> dict[str, Any]:
-    """The metrics table of a trained run (``n`` samples; the config's eval settings by default)."""
+def evaluate(run_dir: str | Path, *, n: int | None = None, seed: int | None = None,
+             checkpoint: str = "last") -> dict[str, Any]:
+    """The metrics table of a trained run (``n`` samples; the config's eval settings by default) at
+    ``checkpoints/<checkpoint>.pt`` ("last", or "best" as early stopping keeps it)."""
     from scoregan.evaluation import evaluate_generator
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, checkpoint=checkpoint)
     e = run.config.eval
     metrics, _, _ = evaluate_generator(run.rule.sample, run.data, n=n or e.n_samples,
                                        seed=e.seed if seed is None else seed, device=run.device)
@@ -49,13 +54,14 @@ def evaluate(run_dir: str | Path, *, n: int | None = None, seed: int | None = No
 
 
 def sample(run_dir: str | Path, *, n: int, out: str | Path | None = None, seed: int = 0,
-           figure: bool = True) -> torch.Tensor:
-    """``n`` samples from a trained run; saved as ``out`` (.npz, array ``x``) with a figure beside it."""
+           figure: bool = True, checkpoint: str = "last") -> torch.Tensor:
+    """``n`` samples from a trained run (``checkpoints/<checkpoint>.pt``); saved as ``out`` (.npz,
+    array ``x``) with a figure beside it."""
     from scoregan.plotting import plot_samples
 
     if out is not None and Path(out).suffix != ".npz":
         raise ValueError(f"out must be an .npz path, got {str(out)!r}")
-    run = load_run(run_dir)
+    run = load_run(run_dir, checkpoint=checkpoint)
     x = run.sample(n, seed=seed).cpu()
     if out is not None:
         out = Path(out)

@@ -61,7 +61,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 def _cmd_eval(a: argparse.Namespace) -> int:
     from scoregan import api
 
-    metrics = api.evaluate(a.run_dir, n=a.n, seed=a.seed)
+    metrics = api.evaluate(a.run_dir, n=a.n, seed=a.seed, checkpoint=a.checkpoint)
     print(json.dumps(metrics) if a.json else _metrics_table(metrics))
     return 0
 
@@ -81,10 +81,10 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         from scoregan.sampling.from_run import langevin_from_run
 
         o = {k: LANGEVIN_DEFAULTS[k] if getattr(a, k) is None else getattr(a, k) for k in LANGEVIN_DEFAULTS}
-        report = langevin_from_run(a.run_dir, n=a.n, seed=a.seed, out=a.out, **o)
+        report = langevin_from_run(a.run_dir, n=a.n, seed=a.seed, out=a.out, checkpoint=a.checkpoint, **o)
         print(_metrics_table({k: v for k, v in report.items() if isinstance(v, (int, float, str))}))
         return 0
-    x = api.sample(a.run_dir, n=a.n, out=a.out, seed=a.seed)
+    x = api.sample(a.run_dir, n=a.n, out=a.out, seed=a.seed, checkpoint=a.checkpoint)
     print(f"wrote {x.shape[0]} samples of dimension {x.shape[1]} to {a.out} (array 'x') and {os.path.splitext(a.out)[0]}.png")
     return 0
 
@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=None, help="samples to draw (default: the config's eval.n_samples)")
     e.add_argument("--seed", type=int, default=None, help="seed of the draws (default: the config's eval.seed)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    e.add_argument("--checkpoint", choices=("last", "best"), default="last",
+                   help="which checkpoint (best: the one early stopping kept)")
     e.set_defaults(fn=_cmd_eval)
 
     s = sub.add_parser("sample", help="draw samples from a trained run", description="Draw samples from a trained "
@@ -129,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, required=True, help="number of samples")
     s.add_argument("--out", required=True, help="output .npz file")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--checkpoint", choices=("last", "best"), default="last",
+                   help="which checkpoint (best: the one early stopping kept)")
     lg = s.add_argument_group("Langevin refinement (discriminator guidance)")
     lg.add_argument("--langevin", action="store_true", help="refine with discriminator-guided Langevin dynamics")
     lg.add_argument("--space", choices=("latent", "data"), default=None, help="where the chain runs (default latent)")
@@ -172,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"scoregan {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is intact; continue with --resume RUN_DIR", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Trainer.fit says whether and how the run can continue
+        print(str(exc) or "interrupted", file=sys.stderr)
         return 130
 
 

@@ -30,10 +30,11 @@ class ConfigError(ValueError):
 
 
 def spec(default: Any = dataclasses.MISSING, *, help: str = "", min: float | None = None,
-         max: float | None = None, exclusive_min: bool = False, choices: tuple | None = None,
-         default_factory: Any = dataclasses.MISSING) -> Any:
+         max: float | None = None, exclusive_min: bool = False, exclusive_max: bool = False,
+         choices: tuple | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with validation metadata (range, choices) and a one-line help."""
-    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min, "choices": choices}
+    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min, "exclusive_max": exclusive_max,
+            "choices": choices}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -66,7 +67,7 @@ class DataConfig:
 class NetConfig:
     """A fully connected network."""
 
-    hidden: list[int] = spec(default_factory=lambda: [128, 128, 128], help="hidden layer widths")
+    hidden: list[int] = spec(default_factory=lambda: [128, 128, 128], min=1, help="hidden layer widths")
     activation: str = spec("relu", choices=("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "softplus"))
     spectral_norm: bool = spec(False, help="spectral normalisation on every linear layer")
 
@@ -86,8 +87,8 @@ class OptimConfig:
 
     lr_g: float = spec(2e-4, min=0, exclusive_min=True, help="generator learning rate")
     lr_d: float = spec(2e-4, min=0, exclusive_min=True, help="discriminator learning rate")
-    beta1: float = spec(0.5, min=0, max=1)
-    beta2: float = spec(0.9, min=0, max=1)
+    beta1: float = spec(0.5, min=0, max=1, exclusive_max=True)
+    beta2: float = spec(0.9, min=0, max=1, exclusive_max=True)
     weight_decay: float = spec(0.0, min=0)
     grad_clip: float | None = spec(None, min=0, exclusive_min=True, help="clip global grad norm")
 
@@ -232,9 +233,12 @@ class ExperimentConfig:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """Read a config file, following ``extends:`` (a path relative to the file), deep-merged."""
     path = Path(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ConfigError(f"config file {str(path)!r}: its extends: chain loops ({chain})")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
@@ -245,7 +249,7 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
     parent = raw.pop("extends", None)
     if parent is not None:
-        base = read_yaml(path.parent / parent)
+        base = read_yaml(path.parent / parent, (*_seen, path.resolve()))
         raw = deep_merge(base, raw)
     return raw
 
@@ -375,6 +379,11 @@ def _convert(tp: Any, value: Any, key: str, meta: Any) -> Any:
             raise ConfigError(f"{key} = {value!r}: expected true or false")
         return value
     if tp is int:
+        if isinstance(value, str):  # YAML 1.1 reads 1e3 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
@@ -416,11 +425,32 @@ def _check_range(key: str, value: float, meta: Any) -> None:
             raise ConfigError(f"{key} = {value!r}: must be > {lo}")
         if value < lo:
             raise ConfigError(f"{key} = {value!r}: must be >= {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{key} = {value!r}: must be <= {hi}")
+    if hi is not None:
+        if meta.get("exclusive_max") and not value < hi:
+            raise ConfigError(f"{key} = {value!r}: must be < {hi}")
+        if value > hi:
+            raise ConfigError(f"{key} = {value!r}: must be <= {hi}")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{key} = {value!r}: allowed values are {', '.join(map(repr, choices))}")
+
+
+#: early-stopping signals read off the discriminator's input gradient or its values
+DISCRIMINATOR_SIGNALS = ("combined", "dgrad_fake", "dgrad_ratio", "overfit")
+
+
+def _check_diagnosable(cfg: ExperimentConfig) -> None:
+    """Diagnostics need a generator G(z); the discriminator signals a scalar discriminator."""
+    from scoregan.trainers import get_rule
+
+    name, rule = cfg.trainer.name, get_rule(cfg.trainer.name)
+    if cfg.diagnostics.every > 0 and not rule.has_generator:
+        raise ConfigError(f"diagnostics.every = {cfg.diagnostics.every}: trainer {name!r} has no generator network "
+                          "G(z) to diagnose; set diagnostics.every = 0")
+    es = cfg.early_stopping
+    if es.enabled and es.metric in DISCRIMINATOR_SIGNALS and not rule.scalar_discriminator:
+        raise ConfigError(f"early_stopping.metric = {es.metric!r} is read off the discriminator, and trainer {name!r} "
+                          "has no scalar one; use 'steepness' or an evaluation signal (e.g. 'w2')")
 
 
 def _cross_checks(cfg: ExperimentConfig) -> None:
@@ -443,6 +473,7 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
         if distance not in cfg.eval.distances:
             raise ConfigError(f"early_stopping.metric = {es.metric!r} is read from the evaluation, but "
                               f"eval.distances = {cfg.eval.distances!r} leaves out {distance!r}: add it")
+    _check_diagnosable(cfg)
     if len(set(cfg.eval.distances)) != len(cfg.eval.distances):
         raise ConfigError(f"eval.distances = {cfg.eval.distances!r}: a distance is listed twice")
     dev = cfg.train.device

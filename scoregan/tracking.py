@@ -2,7 +2,8 @@
 
 wandb runs in the mode the config names: ``offline`` (files under the run directory, no network),
 ``online`` (falls back to offline with a warning when the service cannot be reached in time) or
-``disabled``. Tracking never blocks a run and never crashes it: a wandb failure turns wandb off
+``disabled``; a ``WANDB_MODE=disabled`` environment variable turns it off whatever the config says
+(as wandb's own convention has it). Tracking never blocks a run and never crashes it: a wandb failure turns wandb off
 and the JSONL log carries on.
 """
 
@@ -37,7 +38,7 @@ class Tracker:
             truncate_metrics(self.path, resume_step)
         self._file = open(self.path, "a", buffering=1)
         self.wandb = None
-        if cfg.tracking.mode != "disabled":
+        if cfg.tracking.mode != "disabled" and os.environ.get("WANDB_MODE", "").lower() != "disabled":
             self.wandb = _start_wandb(cfg, self.run_dir, resume=resume_step is not None)
 
     def log(self, step: int, values: dict[str, Any], kind: str = "train") -> None:

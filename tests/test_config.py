@@ -49,7 +49,9 @@ def test_typo_suggests_closest_key():
     ("train.batch_size=abc", "train.batch_size", "integer"),
     ("train.steps=1.5", "train.steps", "integer"),
     ("optim.lr_g=0", "optim.lr_g", "> 0"),
-    ("optim.beta1=2", "optim.beta1", "<= 1"),
+    ("optim.beta1=2", "optim.beta1", "< 1"),
+    ("optim.beta2=1.0", "optim.beta2", "must be < 1"),  # Adam needs β < 1
+    ("model.generator.hidden=[64, 0]", "model.generator.hidden[1]", ">= 1"),
     ("tracking.mode=sometimes", "tracking.mode", "'offline'"),
     ("train.dtype=float16", "train.dtype", "'float32'"),
     ("trainer.name=nsgna", "trainer.name", "did you mean 'nsgan'"),
@@ -85,3 +87,24 @@ def test_extends_merges_and_roundtrips(tmp_path):
     again = tmp_path / "again.yaml"
     again.write_text(yaml.safe_dump(to_dict(cfg)))
     assert to_dict(load_config(again)) == to_dict(cfg)
+
+
+def test_extends_loops_and_exponent_integers(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends: chain loops"):
+        load_config(tmp_path / "a.yaml")
+    assert load_config(None, ["train.steps=1e3"]).train.steps == 1000
+
+
+@pytest.mark.parametrize("trainer, overrides, match", [
+    ("cfm", ["diagnostics.every=10"], "has no generator network"),
+    ("kernel-flow", ["diagnostics.every=10", "early_stopping.enabled=true", "early_stopping.metric=combined"],
+     "has no scalar one"),
+    ("mmd-gan", ["diagnostics.every=10", "early_stopping.enabled=true", "early_stopping.metric=dgrad_ratio"],
+     "has no scalar one"),
+])
+def test_diagnostics_need_what_they_measure(trainer, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [f"trainer.name={trainer}", *overrides])
+    load_config(None, [f"trainer.name={trainer}", "diagnostics.every=10"] if trainer != "cfm" else [])

@@ -159,3 +159,54 @@ def test_config_sections_turn_on_diagnostics_and_early_stopping(tmp_path, tiny_o
 
     with pytest.raises(ConfigError, match="early_stopping.metric = 'combined' needs diagnostics"):
         _cfg("nsgan", tiny_overrides, "early_stopping.enabled=true")
+
+
+def test_a_resume_that_does_not_fit_leaves_the_run_as_it_was(tmp_path, tiny_overrides):
+    cfg = _cfg("nsgan", tiny_overrides, "train.steps=2")
+    Trainer(cfg, tmp_path).fit()
+    before = {p: (tmp_path / p).read_bytes() for p in ("config.yaml", "metrics.jsonl", "checkpoints/last.pt")}
+    with pytest.raises(CheckpointError, match=r"does not fit the config .*size mismatch"):
+        Trainer(load_config(tmp_path / "config.yaml", ["model.generator.hidden=[8]"]), tmp_path, resume=True)
+    assert {p: (tmp_path / p).read_bytes() for p in before} == before
+    assert Trainer(load_config(tmp_path / "config.yaml", ["train.steps=4"]), tmp_path, resume=True).fit().step == 4
+
+
+class _CtrlC(StopAtStep):
+    def on_step_end(self, trainer, logs):
+        if trainer.step == self.stop_step:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_whether_the_run_can_continue(tmp_path, tiny_overrides):
+    from scoregan.trainers.loop import TrainingInterrupted
+
+    cfg = _cfg("nsgan", tiny_overrides, "train.checkpoint_every=3")
+    with pytest.raises(TrainingInterrupted, match=f"before the first checkpoint.*--run-dir {tmp_path / 'a'}"):
+        Trainer(cfg, tmp_path / "a", callbacks=[_CtrlC(2)]).fit()
+    assert Trainer(cfg, tmp_path / "a").fit().step == 20  # nothing to resume: the same directory starts over
+    with pytest.raises(TrainingInterrupted, match=f"step 7; the checkpoint of step 6 .*--resume {tmp_path / 'b'}"):
+        Trainer(cfg, tmp_path / "b", callbacks=[_CtrlC(7)]).fit()
+
+
+def test_api_train_applies_overrides_to_a_loaded_config(tmp_path, tiny_overrides):
+    from scoregan import api
+
+    result = api.train(_cfg("nsgan", tiny_overrides), overrides=["train.steps=3"], run_dir=tmp_path)
+    assert result.step == 3 and load_config(tmp_path / "config.yaml").train.steps == 3
+
+
+def test_run_directories_hold_absolute_paths_and_keep_their_best_checkpoint(tmp_path, tiny_overrides, monkeypatch):
+    import numpy as np
+
+    from scoregan import api
+
+    monkeypatch.chdir(tmp_path)
+    np.savez("points.npz", x=np.random.default_rng(0).normal(size=(500, 2)))
+    Trainer(load_config(None, [*tiny_overrides, "train.steps=2", "data.name=npz", "data.path=points.npz"]), "run").fit()
+    assert load_config("run/config.yaml").data.path == str(tmp_path / "points.npz")
+    ckpts = tmp_path / "run/checkpoints"
+    (ckpts / "best.pt").write_bytes((ckpts / "last.pt").read_bytes())
+    monkeypatch.chdir(ROOT)  # elsewhere: the run still finds its data
+    api.train(resume=tmp_path / "run", overrides=["train.steps=4"])
+    assert api.evaluate(tmp_path / "run")["step"] == 4
+    assert api.evaluate(tmp_path / "run", checkpoint="best")["step"] == 2

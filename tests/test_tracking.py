@@ -39,3 +39,10 @@ def test_wandb_offline_logs_locally_without_network(tmp_path, monkeypatch):
     assert runs and any(p.suffix == ".wandb" for p in runs[0].iterdir())
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["loss"] == 1.0
     assert (tmp_path / "wandb_id.txt").read_text().strip()
+
+
+def test_wandb_mode_disabled_in_the_environment_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    t = Tracker(load_config(None, ["tracking.mode=offline"]), tmp_path)
+    t.close()
+    assert t.wandb is None and not (tmp_path / "wandb").exists()

@@ -584,3 +584,21 @@ def test_toy_benchmark_keeps_finished_rows_when_a_later_run_crashes(tmp_path, mo
     assert (tmp_path / "a.md").read_text().count("| gmmn |") == 1
     with pytest.raises(ValueError, match="other settings.*steps: 3 there, 4 now"):
         bt.run_toy_benchmark(["8gaussians"], ["gmmn"], tmp_path / "a.json", resume=True, **{**kw, "steps": 4})
+
+
+def test_data_score_cache_key_follows_the_training_split(tmp_path):
+    """The cached s_d is fitted on the training points: another split (data.seed with data.holdout) or
+    another file's contents under the same name must not reuse it."""
+    import numpy as np
+
+    def key(*overrides):
+        cfg = load_config(None, ["trainer.name=score-gan", *overrides])
+        return get_rule("score-gan")(cfg, make_dataset(cfg.data), torch.device("cpu"), F64).data_score_key()
+
+    split = ["data.name=digits", "data.holdout=300"]
+    assert key(*split, "data.seed=0") == key(*split, "data.seed=0") != key(*split, "data.seed=1")
+    path = tmp_path / "pts.npz"
+    np.savez(path, x=np.zeros((50, 2)))
+    first = key("data.name=npz", f"data.path={path}")
+    np.savez(path, x=np.ones((50, 2)))
+    assert key("data.name=npz", f"data.path={path}") != first

@@ -218,7 +218,8 @@ class DiagnosticsCallback(Callback):
         mods = trainer.rule.modules
         c = self.cfg
         gen = mods.get("generator_ema", mods["generator"]) if c.network == "sampled" else mods["generator"]
-        return compute_diagnostics(gen, mods.get("discriminator"), self._z, self._real, means=self._means,
+        disc = mods.get("discriminator") if trainer.rule.scalar_discriminator else None
+        return compute_diagnostics(gen, disc, self._z, self._real, means=self._means,
                                    heldout=self._heldout, iters=c.iters, tol=c.tol, method=c.method, rng=c.seed + 2)
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:

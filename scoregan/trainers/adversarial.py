@@ -53,6 +53,7 @@ class AdversarialRule(GeneratorRule):
     """Alternating updates: ``n_critic`` discriminator steps on fresh batches, one generator step."""
 
     Config = AdversarialConfig
+    scalar_discriminator = True
 
     def build(self) -> None:
         self.build_generator()
@@ -247,6 +248,8 @@ class MMDGAN(AdversarialRule):
     """MMD-GAN: φ (the "discriminator", x ↦ R^feature_dim) maximises MMD²_k(φ(real), φ(fake)) minus a
     gradient penalty on the witness f(x) = mean_j k(φ(x), φ(real_j)) − mean_j k(φ(x), φ(fake_j));
     G minimises MMD²_k(φ(G(z)), φ(real))."""
+
+    scalar_discriminator = False  # φ is a feature map
 
     name = "mmd-gan"
     Config = MMDGANConfig

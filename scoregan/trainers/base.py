@@ -51,6 +51,10 @@ class UpdateRule(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[TrainerConfig]]
+    #: a generator network G(z) in ``modules["generator"]`` (what the diagnostics differentiate)
+    has_generator: ClassVar[bool] = False
+    #: a discriminator with one output per point in ``modules["discriminator"]`` (gradient diagnostics)
+    scalar_discriminator: ClassVar[bool] = False
 
     def __init__(self, cfg: ExperimentConfig, data: Dataset, device: torch.device, dtype: torch.dtype):
         self.cfg = cfg

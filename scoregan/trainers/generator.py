@@ -30,6 +30,8 @@ from scoregan.trainers.ema import EMA
 class GeneratorRule(UpdateRule):
     """An update rule whose model is a one-step generator G (module "generator", optimiser "generator")."""
 
+    has_generator = True
+
     def build_generator(self) -> Generator:
         m = self.cfg.model
         g = m.generator

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from scoregan.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from scoregan.checkpoint import CheckpointError, load_checkpoint, rng_state, save_atomic, set_rng_state
 from scoregan.config import ExperimentConfig, dump_config, to_dict
 from scoregan.data import make_dataset
 from scoregan.evaluation import evaluate_generator
@@ -67,15 +67,13 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         self.dtype = getattr(torch, cfg.train.dtype)
         ckpt = None
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ValueError(f"run directory {str(self.run_dir)!r} is a file; choose another --run-dir")
         if resume:
             ckpt = load_checkpoint(self.run_dir / CHECKPOINT)  # fail before building anything
-        elif (self.run_dir / "metrics.jsonl").exists() or (self.run_dir / CHECKPOINT).exists():
+        elif (self.run_dir / CHECKPOINT).exists():
             raise ValueError(f"run directory {str(self.run_dir)!r} already holds a run: continue it with "
                              f"--resume {self.run_dir}, or choose another --run-dir")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "figures").mkdir(exist_ok=True)
-        dump_config(cfg, self.run_dir / "config.yaml")
-
         if self.device.type == "cpu" and cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)  # many threads on tiny matmuls only spin
         seed = cfg.train.seed
@@ -91,6 +89,14 @@ class Trainer:
         self.should_stop = False
         if ckpt is not None:
             self._restore(ckpt)
+        # only now, with the networks built and the checkpoint loaded, is the directory (re)written: a
+        # config that cannot run, or a resume whose overrides do not fit the checkpoint, leaves it as it was
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "figures").mkdir(exist_ok=True)
+        if ckpt is None:  # a run stopped before its first checkpoint is started over
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        _absolute_paths(cfg)  # the run directory is then usable from any working directory
+        dump_config(cfg, self.run_dir / "config.yaml")
         self.tracker = Tracker(cfg, self.run_dir, resume_step=self.step if ckpt is not None else None)
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -117,7 +123,12 @@ class Trainer:
         if ckpt.get("trainer") != self.cfg.trainer.name:
             raise ValueError(f"--resume: the checkpoint was written by trainer {ckpt.get('trainer')!r}, "
                              f"but the config asks for {self.cfg.trainer.name!r}")
-        self.rule.load_state_dict(_to_device(ckpt["rule"], self.device))
+        try:
+            self.rule.load_state_dict(_to_device(ckpt["rule"], self.device))
+        except (RuntimeError, KeyError, ValueError) as exc:
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise CheckpointError(f"--resume {str(self.run_dir)!r}: the checkpoint does not fit the config with "
+                                  f"these overrides (config.yaml left unchanged): {detail}") from None
         set_rng_state(ckpt["rng"], self._generators())
         for i, c in enumerate(self.callbacks):
             key = type(c).__name__ + f"_{i}"
@@ -173,6 +184,16 @@ class Trainer:
                     metrics = self.evaluate(tag="final" if last else None)
                 if self.step % t.checkpoint_every == 0 or last:
                     self.save_checkpoint()
+        except KeyboardInterrupt:
+            ck = self.run_dir / CHECKPOINT
+            if ck.exists():
+                done = int(load_checkpoint(ck)["step"])
+                msg = (f"interrupted at step {self.step}; the checkpoint of step {done} is intact: continue with "
+                       f"scoregan train --resume {self.run_dir}")
+            else:
+                msg = (f"interrupted at step {self.step}, before the first checkpoint: nothing to resume; the same "
+                       f"command with --run-dir {self.run_dir} starts it over")
+            raise TrainingInterrupted(msg) from None
         finally:
             bar.close()
         wall = time.perf_counter() - start
@@ -184,6 +205,18 @@ class Trainer:
         self.tracker.summary({**metrics, "train_wall_s": wall})
         self.tracker.close()
         return FitResult(self.run_dir, self.step, metrics, stopped_early=self.step < t.steps)
+
+
+def _absolute_paths(cfg: ExperimentConfig) -> None:
+    """data.path and trainer.source_run made absolute (they are read relative to the working directory)."""
+    if cfg.data.path is not None:
+        cfg.data.path = str(Path(cfg.data.path).resolve())
+    if getattr(cfg.trainer, "source_run", None) is not None:
+        cfg.trainer.source_run = str(Path(cfg.trainer.source_run).resolve())
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Trainer.fit`; the message says whether and how the run can continue."""
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:

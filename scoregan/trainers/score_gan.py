@@ -205,12 +205,15 @@ class ScoreGAN(GeneratorRule):
     def data_score_key(self) -> str:
         """A digest of everything that determines the s_d fit (target, network, σ range, optimisation)."""
         c = self.tcfg
-        desc = {"data": self.data.name, "params": self.data.params(), "net": asdict(c.score_net),
+        dcfg = asdict(self.cfg.data)  # the split too (data.holdout, data.seed): the fit sees the training points
+        if dcfg.get("path"):  # a file is keyed by its contents, not its name
+            dcfg["path"] = hashlib.sha256(Path(dcfg["path"]).read_bytes()).hexdigest()
+        desc = {"data": self.data.name, "params": self.data.params(), "data_config": dcfg, "net": asdict(c.score_net),
                 "embedding": c.embedding, "embed_dim": c.embed_dim,
                 "fourier": [c.fourier_features, c.fourier_scale], "sigma": [c.sigma_min, c.sigma_max],
                 "steps": c.data_score_steps, "batch": c.data_score_batch, "lr": c.data_score_lr,
                 "betas": [self.cfg.optim.beta1, self.cfg.optim.beta2], "seed": c.data_score_seed,
-                "dtype": str(self.dtype), "device": self.device.type, "version": 3}
+                "dtype": str(self.dtype), "device": self.device.type, "version": 4}
         return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
     def data_score_path(self) -> Path | None:
