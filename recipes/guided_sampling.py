@@ -65,17 +65,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_run(config: str, seed: int, run_dir: Path, *, train_steps: int | None, extra: list[str],
               retrain: bool) -> Path:
-    """Train (or reuse) one run directory with ``train.seed=seed``."""
+    """Train one run directory with ``train.seed=seed``, or reuse it when it finished with exactly
+    these settings (its config.yaml equals the one they give, its checkpoint is at train.steps)."""
     from scoregan import api
+    from scoregan.checkpoint import load_checkpoint
+    from scoregan.config import load_config, to_dict
 
-    if (run_dir / "checkpoints" / "last.pt").is_file() and not retrain:
-        print(f"[seed {seed}] reusing {run_dir}")
-        return run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
     overrides = [f"train.seed={seed}", "tracking.mode=disabled", "train.progress=false", *extra]
     if train_steps is not None:
         overrides.append(f"train.steps={train_steps}")
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if ckpt.is_file() and not retrain:
+        wanted, held = load_config(config, overrides), load_config(run_dir / "config.yaml")
+        if to_dict(wanted) == to_dict(held) and int(load_checkpoint(ckpt)["step"]) == wanted.train.steps:
+            print(f"[seed {seed}] reusing {run_dir}")
+            return run_dir
+        print(f"[seed {seed}] {run_dir} was trained with other settings or did not finish: retraining")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     api.train(config, overrides=overrides, run_dir=run_dir)
     print(f"[seed {seed}] trained in {time.perf_counter() - t0:.0f} s -> {run_dir}")

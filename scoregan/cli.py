@@ -43,6 +43,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from scoregan import api
     from scoregan.config import load_config, to_dict
 
+    if a.resume and (a.config or a.run_dir):
+        raise ValueError("--resume continues RUN_DIR with its own config.yaml: drop the CONFIG argument and "
+                         "--run-dir (change fields with --set)")
     if a.print_config:
         import yaml
 
@@ -53,6 +56,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
         a.set = [*a.set, "train.progress=false"]
     result = api.train(a.config, overrides=a.set, run_dir=a.run_dir, resume=a.resume)
     print(f"\nrun directory: {result.run_dir}  (step {result.step}{', stopped early' if result.stopped_early else ''})")
+    if not result.metrics:  # a resume of a finished run: no step taken
+        print(f"nothing to train: the run is already at step {result.step}; continue it with --set train.steps=N "
+              f"(N > {result.step}), or see its metrics with: scoregan eval {result.run_dir}")
+        return 0
     print(_metrics_table(result.metrics))
     print(f"figures: {result.run_dir / 'figures'}")
     return 0

@@ -117,3 +117,10 @@ def test_sample_langevin_refines_with_the_discriminator(run_dir, tmp_path, capsy
     f = np.load(out)
     assert f["x"].shape == (64, 2) and np.isfinite(f["x"]).all()
     assert not np.allclose(f["x"], f["x0"])  # the chain moved the generator's samples
+
+
+def test_resume_refuses_a_config_or_run_dir_and_says_when_nothing_is_left(run_dir, tmp_path, capsys):
+    assert main(["train", "configs/toy/8gaussians-nsgan.yaml", "--resume", str(run_dir)]) == 2
+    assert "drop the CONFIG argument and --run-dir" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0
+    assert "nothing to train: the run is already at step 30" in capsys.readouterr().out
