@@ -22,6 +22,11 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated or corrupted; the message names the file."""
 
 
+def mismatch_detail(exc: BaseException) -> str:
+    """``load_state_dict``'s multi-line error on one line (every mismatched tensor and its shapes)."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
     """``torch.save(obj)`` to ``path`` atomically (temp file + fsync + rename + directory fsync)."""
     path = Path(path)

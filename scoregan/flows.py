@@ -29,6 +29,7 @@ import torch
 from scoregan._checks import check_matrix, check_positive
 from scoregan.objectives.divergences import Divergence, as_divergence
 from scoregan.objectives.generator_losses import GeneratorLoss, as_generator_loss
+from scoregan.objectives.kernels import resolve_kernel
 
 __all__ = [
     "weight",
@@ -132,8 +133,7 @@ def _resolved(kernel: Any, data: torch.Tensor, generated: torch.Tensor) -> Any:
     """The kernel with its data-dependent parameters fixed from the two samples [data; generated], so
     that D̂ is one function wherever it is queried (a median bandwidth neither counts the generated
     points twice when they are also the queries nor moves with the query points)."""
-    resolve = getattr(kernel, "resolve", None)
-    return resolve(generated, data) if callable(resolve) else kernel
+    return resolve_kernel(kernel, generated, data)
 
 
 def ipm_witness(x: torch.Tensor, kernel: Any, data: torch.Tensor, generated: torch.Tensor,

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from scoregan.checkpoint import CheckpointError, load_checkpoint
+from scoregan.checkpoint import CheckpointError, load_checkpoint, mismatch_detail
 from scoregan.config import ExperimentConfig, load_config
 from scoregan.data import Dataset, make_dataset
 from scoregan.trainers.base import UpdateRule
@@ -69,7 +69,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", checkpo
     try:
         rule.load_state_dict(ckpt["rule"])
     except (RuntimeError, KeyError, ValueError) as exc:
-        detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        raise CheckpointError(f"checkpoint in {str(run_dir)!r} does not match its config.yaml: {detail}") from None
+        raise CheckpointError(f"checkpoint in {str(run_dir)!r} does not match its config.yaml: "
+                              f"{mismatch_detail(exc)}") from None
     rule.train(False)
     return Run(run_dir, cfg, data, rule, int(ckpt["step"]), device)

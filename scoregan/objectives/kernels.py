@@ -125,6 +125,7 @@ __all__ = [
     "cancellation_tol",
     "EXACT_MAX_D",
     "median_bandwidth",
+    "resolve_kernel",
 ]
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "triton")
@@ -667,6 +668,13 @@ def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise ValueError(f"{name} must be a finite real number, got {value!r}")
     return float(value)
+
+
+def resolve_kernel(kernel: Any, x: Tensor, centres: Tensor) -> Any:
+    """``kernel.resolve(x, centres)`` for a kernel that has it (every :class:`Kernel`), else the kernel
+    itself (a duck-typed object with ``witness`` / ``witness_grad`` only)."""
+    resolve = getattr(kernel, "resolve", None)
+    return resolve(x, centres) if callable(resolve) else kernel
 
 
 def median_bandwidth(x: Tensor, centres: Tensor, max_points: int = _MEDIAN_POINTS) -> float:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from scoregan._checks import check_choice, check_matrix
+from scoregan.objectives.kernels import resolve_kernel
 
 __all__ = ["Guidance", "KernelGuidance", "DiscriminatorGuidance", "LatentGuidance", "module_input_dim",
            "module_output_dim"]
@@ -192,8 +193,7 @@ class KernelGuidance(Guidance):
         """The witness with the ensemble frozen at ``particles`` (N, d): centres [y; x], weights [a; −1/N]."""
         self.check(particles, "particles")
         y, a = self._reference_like(particles)
-        resolve = getattr(self.kernel, "resolve", None)
-        kernel = resolve(particles.detach(), y) if callable(resolve) else self.kernel
+        kernel = resolve_kernel(self.kernel, particles.detach(), y)  # one kernel for this step's field
         if not self.repulsion:
             return _BoundWitness(self, kernel, y, a)
         n = particles.shape[0]

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from scoregan.checkpoint import CheckpointError, load_checkpoint, rng_state, save_atomic, set_rng_state
+from scoregan.checkpoint import (CheckpointError, load_checkpoint, mismatch_detail, rng_state, save_atomic,
+                                 set_rng_state)
 from scoregan.config import ExperimentConfig, dump_config, to_dict
 from scoregan.data import make_dataset
 from scoregan.evaluation import evaluate_generator
@@ -126,9 +127,8 @@ class Trainer:
         try:
             self.rule.load_state_dict(_to_device(ckpt["rule"], self.device))
         except (RuntimeError, KeyError, ValueError) as exc:
-            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             raise CheckpointError(f"--resume {str(self.run_dir)!r}: the checkpoint does not fit the config with "
-                                  f"these overrides (config.yaml left unchanged): {detail}") from None
+                                  f"these overrides (config.yaml left unchanged): {mismatch_detail(exc)}") from None
         set_rng_state(ckpt["rng"], self._generators())
         for i, c in enumerate(self.callbacks):
             key = type(c).__name__ + f"_{i}"
