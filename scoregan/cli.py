@@ -56,9 +56,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
         a.set = [*a.set, "train.progress=false"]
     result = api.train(a.config, overrides=a.set, run_dir=a.run_dir, resume=a.resume)
     print(f"\nrun directory: {result.run_dir}  (step {result.step}{', stopped early' if result.stopped_early else ''})")
-    if not result.metrics:  # a resume of a finished run: no step taken
-        print(f"nothing to train: the run is already at step {result.step}; continue it with --set train.steps=N "
-              f"(N > {result.step}), or see its metrics with: scoregan eval {result.run_dir}")
+    if not result.metrics:  # a resume of a finished or early-stopped run: no step taken
+        how = ("early stopping stopped it there; train on with --set early_stopping.enabled=false"
+               if result.stopped_early else f"continue it with --set train.steps=N (N > {result.step})")
+        print(f"nothing to train: the run is already at step {result.step}; {how}, or see its metrics with: "
+              f"scoregan eval {result.run_dir}")
         return 0
     print(_metrics_table(result.metrics))
     print(f"figures: {result.run_dir / 'figures'}")

@@ -210,3 +210,14 @@ def test_run_directories_hold_absolute_paths_and_keep_their_best_checkpoint(tmp_
     api.train(resume=tmp_path / "run", overrides=["train.steps=4"])
     assert api.evaluate(tmp_path / "run")["step"] == 4
     assert api.evaluate(tmp_path / "run", checkpoint="best")["step"] == 2
+
+
+def test_a_run_stopped_early_stays_stopped_on_resume_unless_asked(tmp_path, tiny_overrides):
+    rule = ["early_stopping.enabled=true", "early_stopping.metric=w2", "early_stopping.rule=threshold",
+            "early_stopping.threshold=-100", "early_stopping.patience=1", "train.eval_every=5", "train.steps=40"]
+    first = Trainer(_cfg("nsgan", tiny_overrides, *rule), tmp_path).fit()
+    assert first.stopped_early and first.step == 10
+    again = Trainer(load_config(tmp_path / "config.yaml"), tmp_path, resume=True).fit()
+    assert again.step == 10 and again.stopped_early and again.metrics == {}
+    on = Trainer(load_config(tmp_path / "config.yaml", ["early_stopping.enabled=false"]), tmp_path, resume=True).fit()
+    assert on.step == 40 and not on.stopped_early

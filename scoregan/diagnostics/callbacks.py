@@ -287,6 +287,12 @@ class EarlyStopping(Callback):
         self.kept_step: int | None = None
         self.history: list[tuple[int, float, float]] = []
 
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """A resumed run that this rule stopped stays stopped (``early_stopping.enabled=false`` or
+        ``action=continue`` trains it on)."""
+        if self.cfg.action == "stop" and self.stop_step is not None and trainer.step == self.stop_step:
+            trainer.should_stop = True
+
     # -- signal sources ------------------------------------------------------------------------
     def _on_diagnostics(self, trainer: Trainer, row: dict[str, float]) -> None:
         self.observe(trainer, row[DIAGNOSTIC_SIGNALS[self.cfg.metric]])
