@@ -448,7 +448,7 @@ def _check_diagnosable(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"diagnostics.every = {cfg.diagnostics.every}: trainer {name!r} has no generator network "
                           "G(z) to diagnose; set diagnostics.every = 0")
     es = cfg.early_stopping
-    if es.enabled and es.metric in DISCRIMINATOR_SIGNALS and not rule.scalar_discriminator:
+    if es.enabled and es.metric in DISCRIMINATOR_SIGNALS and rule.discriminator_link is None:
         raise ConfigError(f"early_stopping.metric = {es.metric!r} is read off the discriminator, and trainer {name!r} "
                           "has no scalar one; use 'steepness' or an evaluation signal (e.g. 'w2')")
 

@@ -218,7 +218,7 @@ class DiagnosticsCallback(Callback):
         mods = trainer.rule.modules
         c = self.cfg
         gen = mods.get("generator_ema", mods["generator"]) if c.network == "sampled" else mods["generator"]
-        disc = mods.get("discriminator") if trainer.rule.scalar_discriminator else None
+        disc = mods.get("discriminator") if trainer.rule.discriminator_link else None
         return compute_diagnostics(gen, disc, self._z, self._real, means=self._means,
                                    heldout=self._heldout, iters=c.iters, tol=c.tol, method=c.method, rng=c.seed + 2)
 

@@ -32,31 +32,23 @@ from scoregan.sampling.guidance import DiscriminatorGuidance, _float_dtype_devic
 from scoregan.sampling.langevin import check_guidance_scale, langevin, latent_langevin
 from scoregan.scores import GaussianMixture
 
-__all__ = ["langevin_from_run", "guidance_for_run", "KDEScore", "scott_bandwidth", "DISCRIMINATOR_LINKS"]
+__all__ = ["langevin_from_run", "guidance_for_run", "KDEScore", "scott_bandwidth"]
 
 SPACES = ("latent", "data")
 
-#: How each trainer's discriminator output becomes ψ = log r (DiscriminatorGuidance's ``link``):
-#: the (non-)saturating GAN outputs the logit, an f-GAN critic log r by scoregan's convention, the
-#: least-squares GAN D = p_d/(p_d + p_g); the hinge and WGAN critics are no log-ratio (their chain
-#: samples p_g·e^{λD}, see DiscriminatorGuidance). Other trainers have no scalar discriminator.
-DISCRIMINATOR_LINKS = {"nsgan": "logit", "sgan": "logit", "fgan": "fgan", "lsgan": "probability",
-                       "hinge": "logit", "wgan-gp": "logit"}
-CRITICS = ("hinge", "wgan-gp")
-
-
 def guidance_for_run(run: Any) -> DiscriminatorGuidance:
-    """The :class:`DiscriminatorGuidance` of a trained run, with the link of its trainer
-    (``DISCRIMINATOR_LINKS``); ValueError naming the trainer where there is no scalar discriminator."""
-    name = run.config.trainer.name
+    """The :class:`DiscriminatorGuidance` of a trained run, read through its rule's
+    ``discriminator_link`` (the (non-)saturating GAN's logit, an f-GAN critic's log r, the
+    least-squares GAN's D = p_d/(p_d + p_g)); ValueError naming the trainer where there is no scalar
+    discriminator."""
+    name, link = run.config.trainer.name, type(run.rule).discriminator_link
     if run.discriminator is None:
         raise ValueError(f"run_dir={str(run.run_dir)!r}: this run has no discriminator to guide with "
                          f"(trainer {name!r})")
-    if name not in DISCRIMINATOR_LINKS:
+    if link is None:
         raise ValueError(f"run_dir={str(run.run_dir)!r}: the discriminator of trainer {name!r} is not a scalar "
-                         f"critic (mmd-gan's is a feature map x -> R^feature_dim); Langevin guidance needs one of "
-                         f"the trainers {', '.join(DISCRIMINATOR_LINKS)}")
-    link = DISCRIMINATOR_LINKS[name]
+                         f"critic (mmd-gan's is a feature map x -> R^feature_dim); Langevin guidance needs a "
+                         f"GAN, f-GAN, LSGAN, hinge or WGAN-GP run")
     if link == "fgan":
         from scoregan.trainers.adversarial import divergence_of
 
@@ -123,7 +115,7 @@ def langevin_from_run(
 
     Args:
         run_dir: a run directory written by ``scoregan train`` with a scalar discriminator, read as
-            log r through its trainer's link (``DISCRIMINATOR_LINKS``: the logit for the GAN
+            log r through its rule's ``discriminator_link`` (the logit for the GAN
             trainers, log r for the f-GAN, D = p_d/(p_d + p_g) for the LSGAN); a hinge or WGAN
             critic is used like a logit but is not a log-ratio (see :class:`DiscriminatorGuidance`).
             The generator is the one ``scoregan sample`` draws with (its moving average with
@@ -170,7 +162,7 @@ def langevin_from_run(
     report: dict[str, Any] = {"run_dir": str(run_dir), "space": space, "n": n, "steps": steps, "step_size": step_size,
                               "guidance_scale": guidance_scale, "seed": seed, "trainer": run.config.trainer.name,
                               "link": guidance.link, "train_step": run.step}
-    if run.config.trainer.name in CRITICS:
+    if type(run.rule).discriminator_is_critic:
         report["note"] = "IPM-style critic, not a log-ratio: the chain samples p_g·exp(λ·critic), not p_d"
     if space == "latent":
         z, x, info = latent_langevin(z0, G, guidance, steps=steps, step_size=step_size, guidance_scale=guidance_scale,

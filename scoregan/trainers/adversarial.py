@@ -53,7 +53,7 @@ class AdversarialRule(GeneratorRule):
     """Alternating updates: ``n_critic`` discriminator steps on fresh batches, one generator step."""
 
     Config = AdversarialConfig
-    scalar_discriminator = True
+    discriminator_link = "logit"
 
     def build(self) -> None:
         self.build_generator()
@@ -182,6 +182,7 @@ class FGAN(FGANRule):
 
     name = "fgan"
     Config = FGANConfig
+    discriminator_link = "fgan"
 
     def make_divergence(self) -> Divergence:
         return divergence_of(self.tcfg)
@@ -196,6 +197,7 @@ class LSGAN(AdversarialRule):
     The optimal D is p_d/(p_d + p_g)."""
 
     name = "lsgan"
+    discriminator_link = "probability"  # the optimal output is p_d/(p_d + p_g)
 
     def d_loss(self, real_out, fake_out):
         return 0.5 * (real_out - 1).pow(2).mean() + 0.5 * fake_out.pow(2).mean()
@@ -208,6 +210,7 @@ class HingeGAN(AdversarialRule):
     """Hinge loss: D minimises E relu(1 − D(x)) + E relu(1 + D(G(z))); G minimises −E D(G(z))."""
 
     name = "hinge"
+    discriminator_is_critic = True
 
     def d_loss(self, real_out, fake_out):
         return torch.relu(1 - real_out).mean() + torch.relu(1 + fake_out).mean()
@@ -227,6 +230,7 @@ class WGANGP(AdversarialRule):
 
     name = "wgan-gp"
     Config = WGANGPConfig
+    discriminator_is_critic = True
 
     def d_loss(self, real_out, fake_out):
         return fake_out.mean() - real_out.mean()
@@ -249,7 +253,7 @@ class MMDGAN(AdversarialRule):
     gradient penalty on the witness f(x) = mean_j k(φ(x), φ(real_j)) − mean_j k(φ(x), φ(fake_j));
     G minimises MMD²_k(φ(G(z)), φ(real))."""
 
-    scalar_discriminator = False  # φ is a feature map
+    discriminator_link = None  # φ is a feature map
 
     name = "mmd-gan"
     Config = MMDGANConfig

@@ -53,8 +53,12 @@ class UpdateRule(ABC):
     Config: ClassVar[type[TrainerConfig]]
     #: a generator network G(z) in ``modules["generator"]`` (what the diagnostics differentiate)
     has_generator: ClassVar[bool] = False
-    #: a discriminator with one output per point in ``modules["discriminator"]`` (gradient diagnostics)
-    scalar_discriminator: ClassVar[bool] = False
+    #: how ``modules["discriminator"]``'s one output per point reads as ψ ≈ log p_d/p_g (a
+    #: :class:`~scoregan.sampling.DiscriminatorGuidance` link: "logit", "fgan", "probability"); None
+    #: without a scalar discriminator (no gradient diagnostics, no discriminator guidance)
+    discriminator_link: ClassVar[str | None] = None
+    #: the discriminator is an IPM-style critic: read with its link, but not a log-ratio
+    discriminator_is_critic: ClassVar[bool] = False
 
     def __init__(self, cfg: ExperimentConfig, data: Dataset, device: torch.device, dtype: torch.dtype):
         self.cfg = cfg

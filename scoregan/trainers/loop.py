@@ -87,6 +87,7 @@ class Trainer:
         self.data_rng = torch.Generator().manual_seed(seed + 1)
         self.noise_rng = torch.Generator(device=self.device).manual_seed(seed + 2)
         self.step = 0
+        self.checkpoint_step: int | None = None  # the step checkpoints/last.pt holds
         self.should_stop = False
         if ckpt is not None:
             self._restore(ckpt)
@@ -118,6 +119,8 @@ class Trainer:
     def save_checkpoint(self, name: str = "last") -> Path:
         path = self.run_dir / "checkpoints" / f"{name}.pt"
         save_atomic(self.checkpoint_state(), path)
+        if name == "last":
+            self.checkpoint_step = self.step
         return path
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -134,7 +137,7 @@ class Trainer:
             key = type(c).__name__ + f"_{i}"
             if key in ckpt.get("callbacks", {}):
                 c.load_state_dict(ckpt["callbacks"][key])
-        self.step = int(ckpt["step"])
+        self.step = self.checkpoint_step = int(ckpt["step"])
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, *, figure: bool = True, tag: str | None = None) -> dict[str, Any]:
@@ -185,11 +188,9 @@ class Trainer:
                 if self.step % t.checkpoint_every == 0 or last:
                     self.save_checkpoint()
         except KeyboardInterrupt:
-            ck = self.run_dir / CHECKPOINT
-            if ck.exists():
-                done = int(load_checkpoint(ck)["step"])
-                msg = (f"interrupted at step {self.step}; the checkpoint of step {done} is intact: continue with "
-                       f"scoregan train --resume {self.run_dir}")
+            if self.checkpoint_step is not None:
+                msg = (f"interrupted at step {self.step}; the checkpoint of step {self.checkpoint_step} is intact: "
+                       f"continue with scoregan train --resume {self.run_dir}")
             else:
                 msg = (f"interrupted at step {self.step}, before the first checkpoint: nothing to resume; the same "
                        f"command with --run-dir {self.run_dir} starts it over")
