@@ -118,7 +118,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    from scoregan.sampling.from_run import langevin_from_run
+    from scoregan.experiment.guided import langevin_from_run
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -67,13 +67,15 @@ import torch
 
 from scoregan.checkpoint import load_checkpoint
 from scoregan.config import load_config
-from scoregan.diagnostics import DiagnosticsCallback, DiagnosticsConfig, EarlyStopping, EarlyStoppingConfig
-from scoregan.diagnostics.callbacks import DIAGNOSTIC_SIGNALS, EVAL_SIGNALS, LINEAR_SIGNALS
+from scoregan.experiment.early_stopping import EarlyStopping
+from scoregan.experiment.monitor import DiagnosticsCallback
+from scoregan.schema import DiagnosticsConfig, EarlyStoppingConfig
+from scoregan.experiment.early_stopping import DIAGNOSTIC_SIGNALS, EVAL_SIGNALS, LINEAR_SIGNALS
 from scoregan.metrics import frechet_distance, mode_stats, precision_recall, w2
 from scoregan.plotting import save_figure
-from scoregan.tracking import read_metrics
-from scoregan.trainers import Callback
-from scoregan.trainers.loop import Trainer
+from scoregan.experiment.tracking import read_metrics
+from scoregan.experiment.callbacks import Callback
+from scoregan.experiment.loop import Trainer
 
 ACCEPT_WITHIN = 0.10  # the kept checkpoint's metric within 10 % of the run's best
 COLLAPSE_RATIO = 1.10  # a run "collapsed" when its final metric is more than 10 % above its best

@@ -6,7 +6,7 @@ targets without their own) on 8 Gaussians, 25 Gaussians, the swiss roll, the che
 draws, sliced W2, MMD², modes covered, high-quality fraction, train wall time, network evaluations per
 sample) as JSON and Markdown, and a figure grid of samples. With the ``bench`` extra installed
 (``pip install 'scoregan[bench]'``) TorchCFM's I-CFM and OT-CFM run in the same process on the same
-targets. The logic is :func:`scoregan.bench_toy.run_toy_benchmark`.
+targets. The logic is :func:`scoregan.experiment.bench_toy.run_toy_benchmark`.
 
     PYTHONPATH=. python recipes/toy_benchmark.py                                   # everything (long on CPU)
     PYTHONPATH=. python recipes/toy_benchmark.py --targets 8gaussians --trainers kernel-flow score-gan cfm ot-cfm
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from scoregan.bench_toy import add_arguments, run_from_args
+from scoregan.experiment.bench_toy import add_arguments, run_from_args
 
 
 def main(argv: list[str] | None = None) -> int:

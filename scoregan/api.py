@@ -9,8 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from scoregan.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, load_config, to_dict
-from scoregan.runs import load_run
+from scoregan.experiment.config import from_dict, load_config
+from scoregan.experiment.evaluation import evaluate_generator
+from scoregan.experiment.loop import FitResult, Trainer
+from scoregan.experiment.runs import load_run
+from scoregan.plotting import plot_samples
+from scoregan.schema import ConfigError, ExperimentConfig, apply_overrides, to_dict
 
 
 def default_run_dir(cfg: ExperimentConfig) -> Path:
@@ -18,13 +22,11 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
 
 
 def train(config: str | Path | ExperimentConfig | None = None, *, overrides: list[str] | None = None,
-          run_dir: str | Path | None = None, resume: str | Path | None = None, callbacks=None):
+          run_dir: str | Path | None = None, resume: str | Path | None = None, callbacks=None) -> FitResult:
     """Train a config (a path, a loaded config, or None for the embedded defaults) into a run
     directory; ``resume=RUN_DIR`` continues that run from its last checkpoint with the run's own
     config.yaml plus ``overrides`` (e.g. ``train.steps=4000`` to train longer); ``config`` is then
     ignored."""
-    from scoregan.trainers.loop import Trainer
-
     if resume is not None:
         resume = Path(resume)
         if not (resume / "config.yaml").is_file():
@@ -44,8 +46,6 @@ def evaluate(run_dir: str | Path, *, n: int | None = None, seed: int | None = No
              checkpoint: str = "last") -> dict[str, Any]:
     """The metrics table of a trained run (``n`` samples; the config's eval settings by default) at
     ``checkpoints/<checkpoint>.pt`` ("last", or "best" as early stopping keeps it)."""
-    from scoregan.evaluation import evaluate_generator
-
     run = load_run(run_dir, checkpoint=checkpoint)
     e = run.config.eval
     metrics, _, _ = evaluate_generator(run.rule.sample, run.data, n=n or e.n_samples,
@@ -57,8 +57,6 @@ def sample(run_dir: str | Path, *, n: int, out: str | Path | None = None, seed: 
            figure: bool = True, checkpoint: str = "last") -> torch.Tensor:
     """``n`` samples from a trained run (``checkpoints/<checkpoint>.pt``); saved as ``out`` (.npz,
     array ``x``) with a figure beside it."""
-    from scoregan.plotting import plot_samples
-
     if out is not None and Path(out).suffix != ".npz":
         raise ValueError(f"out must be an .npz path, got {str(out)!r}")
     run = load_run(run_dir, checkpoint=checkpoint)

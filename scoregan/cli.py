@@ -14,6 +14,14 @@ import os
 import sys
 from typing import Any
 
+import yaml
+
+from scoregan import api
+from scoregan.experiment.bench_toy import add_arguments, run_from_args
+from scoregan.experiment.config import load_config
+from scoregan.experiment.guided import langevin_from_run
+from scoregan.schema import to_dict
+
 DESCRIPTION = """\
 scoregan trains generators as particle flows written in scores: f-GANs as (weighted) score
 matching, IPM-GANs as kernel-smoothed score matching, plus the classic adversarial baselines.
@@ -40,15 +48,10 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from scoregan import api
-    from scoregan.config import load_config, to_dict
-
     if a.resume and (a.config or a.run_dir):
         raise ValueError("--resume continues RUN_DIR with its own config.yaml: drop the CONFIG argument and "
                          "--run-dir (change fields with --set)")
     if a.print_config:
-        import yaml
-
         src = (a.resume + "/config.yaml") if a.resume else a.config
         print(yaml.safe_dump(to_dict(load_config(src, a.set)), sort_keys=False), end="")
         return 0
@@ -68,8 +71,6 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from scoregan import api
-
     metrics = api.evaluate(a.run_dir, n=a.n, seed=a.seed, checkpoint=a.checkpoint)
     print(json.dumps(metrics) if a.json else _metrics_table(metrics))
     return 0
@@ -80,15 +81,11 @@ LANGEVIN_DEFAULTS = {"space": "latent", "steps": 100, "step_size": 1e-2, "mala":
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
-    from scoregan import api
-
     given = [k for k in LANGEVIN_DEFAULTS if getattr(a, k) is not None]
     if not a.langevin and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{flags} only act with --langevin; add --langevin or drop them")
     if a.langevin:
-        from scoregan.sampling.from_run import langevin_from_run
-
         o = {k: LANGEVIN_DEFAULTS[k] if getattr(a, k) is None else getattr(a, k) for k in LANGEVIN_DEFAULTS}
         report = langevin_from_run(a.run_dir, n=a.n, seed=a.seed, out=a.out, checkpoint=a.checkpoint, **o)
         print(_metrics_table({k: v for k, v in report.items() if isinstance(v, (int, float, str))}))
@@ -99,8 +96,6 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench_toy(a: argparse.Namespace) -> int:
-    from scoregan.bench_toy import run_from_args
-
     run_from_args(a)
     return 0
 
@@ -159,8 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "table (and write JSON / Markdown / figures).")
     bsub = b.add_subparsers(dest="bench", metavar="{toy}")
     bsub.required = True
-    from scoregan.bench_toy import add_arguments
-
     bt = bsub.add_parser("toy", help="every trainer on the toy targets, same budget, side by side",
                          description="Every trainer on the toy targets (8 and 25 Gaussians, swiss roll, checkerboard, "
                          "a 10-D mixture) with the same budget: W2 (mean ± std over fresh draws), sliced W2, MMD², "

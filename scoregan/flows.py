@@ -1,6 +1,6 @@
 """The unified variational module: every GAN objective as a velocity field on generated particles.
 
-DESIGN.md §1, written once. p_d is the data density, p_g the generator's, r = p_d/p_g,
+docs/theory.md §1–§5, written once. p_d is the data density, p_g the generator's, r = p_d/p_g,
 s_d = ∇ log p_d, s_g = ∇ log p_g. A generator x = G(z) trained by gradient descent moves each sample
 along a velocity v(x); trainers regress G(z) onto ``flow_target(x, v, η)`` = x + η v.
 
@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from scoregan._checks import check_matrix, check_positive
+from scoregan._checks import check_matrix
 from scoregan.objectives.divergences import Divergence, as_divergence
 from scoregan.objectives.generator_losses import GeneratorLoss, as_generator_loss
-from scoregan.objectives.kernels import resolve_kernel
+from scoregan.objectives.kernels import Witness, kernel_witness
 
 __all__ = [
     "weight",
@@ -111,29 +111,10 @@ def fgan_velocity_from_discriminator(x: torch.Tensor, discriminator: Callable[[t
 
 
 # ---------------------------------------------------------------------------------------- IPM-GANs
-def _signed_centres(data: torch.Tensor, generated: torch.Tensor, data_weights: torch.Tensor | None,
-                    generated_weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centres (M_d + M_g, d) and witness coefficients a: +data weights, −generated weights."""
-    check_matrix("data", data)
-    check_matrix("generated", generated, dim=data.shape[1])
-
-    def coeffs(name: str, w: torch.Tensor | None, pts: torch.Tensor) -> torch.Tensor:
-        if w is None:
-            return torch.full((pts.shape[0],), 1.0 / pts.shape[0], dtype=pts.dtype, device=pts.device)
-        _check_vector(name, w, pts.shape[0])
-        check_positive(name, w, allow_zero=True)
-        return w.to(dtype=pts.dtype)
-
-    a_d = coeffs("data_weights", data_weights, data)
-    a_g = coeffs("generated_weights", generated_weights, generated)
-    return torch.cat([data, generated]), torch.cat([a_d, -a_g])
-
-
-def _resolved(kernel: Any, data: torch.Tensor, generated: torch.Tensor) -> Any:
-    """The kernel with its data-dependent parameters fixed from the two samples [data; generated], so
-    that D̂ is one function wherever it is queried (a median bandwidth neither counts the generated
-    points twice when they are also the queries nor moves with the query points)."""
-    return resolve_kernel(kernel, generated, data)
+def _witness(kernel: Any, data: torch.Tensor, generated: torch.Tensor, data_weights: torch.Tensor | None,
+             generated_weights: torch.Tensor | None) -> Witness:
+    """D̂ = Σ_j a_j k(·, y_j) of [data; generated], the kernel resolved on those two samples only."""
+    return kernel_witness(kernel, data, generated, data_weights, generated_weights, names=("data", "generated"))
 
 
 def ipm_witness(x: torch.Tensor, kernel: Any, data: torch.Tensor, generated: torch.Tensor,
@@ -141,8 +122,7 @@ def ipm_witness(x: torch.Tensor, kernel: Any, data: torch.Tensor, generated: tor
                 **witness_kwargs: Any) -> torch.Tensor:
     """D̂(x) = Σ_j a_j k(x, y_j) as (N,), a = +1/M_d on data, −1/M_g on generated (or the given weights)."""
     check_matrix("x", x, dim=data.shape[1] if isinstance(data, torch.Tensor) and data.ndim == 2 else None)
-    centres, a = _signed_centres(data, generated, data_weights, generated_weights)
-    return _resolved(kernel, data, generated).witness(x, centres, a, **witness_kwargs)
+    return _witness(kernel, data, generated, data_weights, generated_weights).value(x, **witness_kwargs)
 
 
 def ipm_velocity(x: torch.Tensor, kernel: Any, data: torch.Tensor, generated: torch.Tensor,
@@ -156,8 +136,7 @@ def ipm_velocity(x: torch.Tensor, kernel: Any, data: torch.Tensor, generated: to
     to ``kernel.witness_grad`` (e.g. chunking options).
     """
     check_matrix("x", x, dim=data.shape[1] if isinstance(data, torch.Tensor) and data.ndim == 2 else None)
-    centres, a = _signed_centres(data, generated, data_weights, generated_weights)
-    return _resolved(kernel, data, generated).witness_grad(x, centres, a, **witness_kwargs)
+    return _witness(kernel, data, generated, data_weights, generated_weights).grad(x, **witness_kwargs)
 
 
 def smoothed_score_difference(x: torch.Tensor, kernel_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

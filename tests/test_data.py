@@ -109,7 +109,7 @@ def test_evaluation_adds_heldout_distances_for_a_split_set():
     """evaluate_generator on a data set with held-out points reports the distances to them too,
     equal to toy_report against them; a sampler that returns exactly the held-out set is at W2 0
     from it and not from the training part."""
-    from scoregan.evaluation import evaluate_generator
+    from scoregan.experiment.evaluation import evaluate_generator
     from scoregan.metrics import toy_report
 
     d = _data("digits", holdout=300)

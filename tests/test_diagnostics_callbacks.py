@@ -12,18 +12,15 @@ import pytest
 import torch
 
 from scoregan.checkpoint import load_checkpoint
-from scoregan.config import ConfigError, _convert, load_config
-from scoregan.diagnostics import (
-    DiagnosticsCallback,
-    DiagnosticsConfig,
-    EarlyStopping,
-    EarlyStoppingConfig,
-    callbacks_from_config,
-)
-from scoregan.diagnostics.callbacks import compute_diagnostics
+from scoregan.config import ConfigError, load_config
+from scoregan.schema import _convert
+from scoregan.experiment.early_stopping import EarlyStopping, callbacks_from_config
+from scoregan.experiment.monitor import DiagnosticsCallback
+from scoregan.schema import DiagnosticsConfig, EarlyStoppingConfig
+from scoregan.diagnostics.measure import compute_diagnostics
 from scoregan.models import Discriminator, Generator
-from scoregan.trainers import StopAtStep
-from scoregan.trainers.loop import Trainer
+from scoregan.experiment.callbacks import StopAtStep
+from scoregan.experiment.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 NSGAN = ROOT / "configs/toy/8gaussians-nsgan.yaml"
@@ -149,7 +146,7 @@ def test_eval_metric_signal_reads_on_eval():
 
 def test_config_sections_and_factory():
     from scoregan.config import DIAGNOSTIC_STOPPING_SIGNALS, EARLY_STOPPING_SIGNALS
-    from scoregan.diagnostics.callbacks import DIAGNOSTIC_SIGNALS, EVAL_SIGNALS
+    from scoregan.experiment.early_stopping import DIAGNOSTIC_SIGNALS, EVAL_SIGNALS
 
     # the config's choices and the callback's signal map name the same signals
     assert tuple(DIAGNOSTIC_SIGNALS) == DIAGNOSTIC_STOPPING_SIGNALS
@@ -363,7 +360,7 @@ def test_overfitting_ratio_is_exact_for_a_linear_critic_and_affine_invariant():
     """For v(x) = wᵀx + b the median of v over a set is wᵀ(the set's points) + b at the median
     point, so overfit is a ratio of differences of projected medians; v and a·v + c (a > 0) give
     the same value, and equal training and held-out sets give 0."""
-    from scoregan.diagnostics.callbacks import overfitting_stats
+    from scoregan.diagnostics.measure import overfitting_stats
 
     g = torch.Generator().manual_seed(0)
     real, held, fake = (torch.randn(n, 3, generator=g, dtype=torch.float64) + shift

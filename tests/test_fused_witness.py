@@ -1,4 +1,4 @@
-"""The fused witness-gradient kernel (scoregan.sampling.fused_witness) against float64.
+"""The fused witness-gradient kernel (scoregan.objectives.kernels.fused) against float64.
 
 CPU tensors run the very Triton kernels that CUDA compiles, through Triton's interpreter (a
 second copy of the module built with TRITON_INTERPRET=1; the environment of the rest of the test
@@ -22,7 +22,7 @@ from scoregan.objectives.kernels import (
     kernel,
     spec_profile,
 )
-from scoregan.sampling import fused_witness as fw
+from scoregan.objectives.kernels import fused as fw
 
 
 def problem(n: int, m: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -175,10 +175,9 @@ def test_forced_paths_and_variants():
     x, y, a = problem(37, 70, 100, seed=11)
     spec = scaled("gaussian", 100, 1.0)
     r = reference(x, y, a, spec)
-    kind, params = fw._check_spec(spec)
     for gemm in ("cublas", "mixed", "triton"):
         cfg = fw.LaunchConfig(32, 32, 32, 32, slab_cols=32, path="two_phase", gemm=gemm)
-        assert scaled_error(fw._launch(x, y, a, kind, params, "ieee", cfg), r) < 1e-5
+        assert scaled_error(fw.fused_witness_grad(x, y, a, spec, "ieee", config=cfg), r) < 1e-5
     # small d: Triton products with d < BLOCK_K; the gram path without the gaussian fold, with the
     # other C·Y operand layout, with and without the ones column (BLOCK_D > d or = d)
     x, y, a = problem(37, 45, 16, seed=12)
@@ -187,8 +186,7 @@ def test_forced_paths_and_variants():
             (scaled("gaussian", 16, 1.0), fw.LaunchConfig(32, 32, 16, y_t_for_cy=False)),
             (scaled("imq", 16, 1.0, -0.5), fw.LaunchConfig(32, 32, 32))]
     for spec, cfg in runs:
-        kind, params = fw._check_spec(spec)
-        got = fw._launch(x, y, a, kind, params, "tf32", cfg)
+        got = fw.fused_witness_grad(x, y, a, spec, "tf32", config=cfg)
         assert scaled_error(got, reference(x, y, a, spec, "tf32")) < 1e-5, cfg
 
 
@@ -215,7 +213,7 @@ def test_empty_inputs():
 
 
 def test_kernel_dispatch_matches_torch_backend():
-    # Kernel.witness_grad(backend="triton") (kernels.py) lands here; it must agree with its torch path
+    # Kernel.witness_grad(backend="triton") (kernels.base) lands here; it must agree with its torch path
     x, y, a = problem(37, 45, 17, seed=21)
     k = kernel("gaussian", bandwidth=4.0)
     g_torch = k.witness_grad(x, y, a, backend="torch")
@@ -245,10 +243,10 @@ def test_reference_is_the_gradient_of_the_witness(spec):
 
 def test_cpu_runs_through_the_interpreter_without_touching_the_environment():
     before = os.environ.get("TRITON_INTERPRET")
-    twin = fw._interpreter_twin()
+    twin = fw.interpreter_twin()
     import triton
 
-    assert not isinstance(twin._gram_kernel, triton.runtime.jit.JITFunction)
+    assert twin.INTERPRETED and not isinstance(twin.gram_kernel, triton.runtime.jit.JITFunction)
     assert os.environ.get("TRITON_INTERPRET") == before
 
 

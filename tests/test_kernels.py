@@ -16,6 +16,7 @@ import torch
 
 from scoregan.objectives import kernels as K
 from scoregan.objectives.kernels import KERNELS, FusedSpec, Kernel, RadialKernel, kernel
+from scoregan.objectives.kernels.tiling import tiles
 from scoregan.scores import GaussianMixture
 
 F64 = torch.float64
@@ -213,8 +214,8 @@ def test_chunked_equals_one_chunk_float32(name, params, d, chunk_size, monkeypat
     k = kernel(name, **params)
     ref_w, ref_g = k.witness(x, y, a), k.witness_grad(x, y, a)
     scale_w, scale_g = ref_w.abs().max().item(), ref_g.abs().max().item()
-    for budget in (K._CHUNK_ELEMENTS, 64):  # 64: the queries are chunked as well
-        monkeypatch.setattr(K, "_CHUNK_ELEMENTS", budget)
+    for budget in (K.BUDGETS.tile, 64):  # 64: the queries are chunked as well
+        monkeypatch.setattr(K.BUDGETS, "tile", budget)
         w = k.witness(x, y, a, chunk_size=chunk_size)
         g = k.witness_grad(x, y, a, chunk_size=chunk_size, backend="torch")
         assert w.dtype == torch.float32 and g.shape == (37, d)
@@ -224,9 +225,9 @@ def test_chunked_equals_one_chunk_float32(name, params, d, chunk_size, monkeypat
 
 def test_tiles_respect_budget():
     for n, m, cs in [(37, 53, None), (10**6, 10**5, None), (10**6, 10**6, 1000), (5, 3, 1000)]:
-        bn, bm = K._tiles(n, m, cs)
-        assert 1 <= bn <= n and 1 <= bm <= m and bn * bm <= max(K._CHUNK_ELEMENTS, bm)
-    assert K._tiles(37, 53, None) == (37, 53)
+        bn, bm = tiles(n, m, cs)
+        assert 1 <= bn <= n and 1 <= bm <= m and bn * bm <= max(K.BUDGETS.tile, bm)
+    assert tiles(37, 53, None) == (37, 53)
 
 
 class _QuadraticKernel(Kernel):
@@ -246,7 +247,7 @@ def test_generic_kernel_path(monkeypatch):
     y = torch.randn(14, 3, generator=gen(13), dtype=F64)
     a = torch.randn(14, generator=gen(14), dtype=F64)
     k = _QuadraticKernel()
-    monkeypatch.setattr(K, "_CHUNK_ELEMENTS", 20)
+    monkeypatch.setattr(K.BUDGETS, "tile", 20)
     xr = x.clone().requires_grad_(True)
     (auto,) = torch.autograd.grad((k(xr, y) @ a).sum(), xr)
     for cs in (None, 1, 4):
@@ -516,21 +517,21 @@ def test_bad_arguments_name_the_argument():
 
 
 def test_triton_backend_without_fused_module_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "scoregan.sampling.fused_witness", None)  # import fails
+    monkeypatch.setitem(sys.modules, "scoregan.objectives.kernels.triton_kernels", None)  # import fails
     z = torch.randn(5, 2)
     k = kernel("gaussian")
-    with pytest.raises(ValueError, match="backend='triton'.*fused_witness"):
+    with pytest.raises(ValueError, match="backend='triton'.*triton_kernels"):
         k.witness_grad(z, z, backend="triton")
     # "auto" on the CPU (or without the module) is the torch path.
     torch.testing.assert_close(k.witness_grad(z, z, backend="auto"), k.witness_grad(z, z, backend="torch"))
     torch.testing.assert_close(k.witness_grad(z, z, precision="tf32"), k.witness_grad(z, z, precision="ieee"))
 
 
-_FUSED = Path(__file__).resolve().parents[1] / "scoregan" / "sampling" / "fused_witness.py"
+_FUSED = Path(__file__).resolve().parents[1] / "scoregan" / "objectives" / "kernels" / "triton_kernels.py"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
-@pytest.mark.skipif(not _FUSED.exists(), reason="scoregan/sampling/fused_witness.py does not exist yet")
+@pytest.mark.skipif(not _FUSED.exists(), reason="scoregan/objectives/kernels/triton_kernels.py does not exist")
 def test_triton_interpreter_matches_torch_path():
     """The fused kernel under TRITON_INTERPRET=1 (CPU) equals the torch path (a subprocess, since
     the interpreter is chosen when triton is first imported)."""

@@ -1,5 +1,6 @@
-"""Guided Langevin sampling (DESIGN.md §4) against closed forms: Gaussian-mixture targets, exact
-log-ratios, the MALA correction, kernel guidance toward 8 Gaussians, and argument checks."""
+"""Guided Langevin sampling (docs/theory.md §10) against closed forms: Gaussian-mixture targets, exact
+log-ratios, the MALA correction and its acceptance rate, kernel guidance toward 8 Gaussians, the
+driver against a hand-written loop, the per-step callback, and argument checks."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from scoregan.sampling import (
     DiscriminatorGuidance,
     KernelGuidance,
     LangevinInfo,
+    LangevinStep,
     langevin,
     latent_langevin,
     plot_guidance_field,
@@ -128,12 +130,75 @@ def test_final_step_is_tweedie_for_a_noise_conditional_score():
 
 
 def test_trajectory_shape_and_ends():
+    """return_trajectory (kept for old callers) means (samples, info) with info.trajectory filled."""
     gm = mixture_2d()
     x0 = torch.randn(20, 2, dtype=F64, generator=gen(0))
-    x, traj = langevin(x0, score=gm, sigmas=[1.0, 0.5, 0.1], steps_per_level=4, step_size=1e-3,
+    x, info = langevin(x0, score=gm, sigmas=[1.0, 0.5, 0.1], steps_per_level=4, step_size=1e-3,
                        generator=gen(1), return_trajectory=True)
+    assert isinstance(info, LangevinInfo)
+    traj = info.trajectory
     assert traj.shape == (1 + 3 * 4 + 1, 20, 2)
     assert torch.equal(traj[0], x0) and torch.equal(traj[-1], x)
+    x2, info2 = langevin(x0, score=gm, sigmas=[1.0, 0.5, 0.1], steps_per_level=4, step_size=1e-3,
+                         generator=gen(1), return_info=True)
+    assert torch.equal(x2, x) and info2.trajectory is None
+
+
+def test_driver_reproduces_a_hand_written_unadjusted_loop():
+    """x ← x + η_k(s(x, σ_k) + λ∇ψ(x)) + √(2η_k)ξ per level, then x + σ_K²(s + λ∇ψ): the same draws
+    from the same generator give the same samples (to 1e-6)."""
+    p_d, p_g = mixture_2d(), broad_gaussian()
+    psi = LogRatio(p_d, p_g)
+    sig, steps, h, lam = [1.0, 0.5, 0.2], 6, 2e-3, 0.7
+    x0 = torch.randn(40, 2, dtype=F64, generator=gen(0))
+    got = langevin(x0, score=p_g, guidance=DiscriminatorGuidance(psi), sigmas=sig, steps_per_level=steps,
+                   step_size=h, guidance_scale=lam, generator=gen(1))
+
+    def drift(x, sigma):
+        xr = x.clone().requires_grad_(True)
+        (grad_psi,) = torch.autograd.grad(psi(xr).sum(), xr)
+        return p_g.perturbed(sigma).score(x) + lam * grad_psi
+
+    g, x = gen(1), x0.clone()
+    for sigma in sig:
+        eta = h * (sigma / sig[-1]) ** 2
+        for _ in range(steps):
+            x = x + eta * drift(x, sigma) + math.sqrt(2 * eta) * torch.randn(x.shape, generator=g, dtype=F64)
+    x = x + sig[-1] ** 2 * drift(x, sig[-1])
+    torch.testing.assert_close(got, x, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mala", [False, True])
+def test_callback_sees_every_step_in_order(mala):
+    gm, sig, steps = mixture_2d(), [1.0, 0.5, 0.1], 4
+    x0 = torch.randn(30, 2, dtype=F64, generator=gen(0))
+    seen: list[LangevinStep] = []
+    x, info = langevin(x0, score=gm, sigmas=sig, steps_per_level=steps, step_size=1e-3, mala=mala, generator=gen(1),
+                       return_info=True, return_trajectory=True, callback=seen.append)
+    assert all(isinstance(st, LangevinStep) for st in seen)
+    assert [st.index for st in seen] == list(range(3 * steps + 1))
+    assert [st.level for st in seen] == [0] * steps + [1] * steps + [2] * (steps + 1)
+    assert [st.sigma for st in seen] == [1.0] * steps + [0.5] * steps + [0.1] * (steps + 1)
+    etas = [1e-3 * (s / 0.1) ** 2 for s in sig]
+    assert [st.step_size for st in seen] == pytest.approx([e for e in etas for _ in range(steps)] + [0.01])
+    kind = "mala" if mala else "unadjusted"
+    assert [st.kind for st in seen] == [kind] * (3 * steps) + ["denoise"]
+    # the states are the trajectory's, the last one the samples
+    for st, state in zip(seen, info.trajectory[1:], strict=True):
+        assert torch.equal(st.x, state)
+    assert torch.equal(seen[-1].x, x)
+    # acceptances per step (N,) add up to the reported rate; the denoising step has none
+    assert seen[-1].accepted is None
+    if mala:
+        assert all(st.accepted.shape == (30,) and st.accepted.dtype == torch.bool for st in seen[:-1])
+        rates = [st.acceptance_rate for st in seen[:-1]]
+        assert info.acceptance_rate == pytest.approx(sum(rates) / len(rates))
+        assert info.nfe == 3 * (steps + 1) + 1  # one drift at each level's start, one per proposal, the last step
+    else:
+        assert all(st.accepted is None and st.acceptance_rate is None for st in seen)
+        assert info.nfe == 3 * steps + 1 and info.n_log_density_evals == 0
+    with pytest.raises(ValueError, match="callback"):
+        langevin(x0, score=gm, sigmas=sig, steps_per_level=1, step_size=1e-3, callback=3)
 
 
 # ------------------------------------------------------------------------------------- MALA
@@ -174,6 +239,37 @@ def test_mala_is_exact_and_reports_its_acceptance_rate(case):
     x_ula = langevin(x0, **kw, steps_per_level=steps, step_size=h, denoise=False, generator=gen(1))
     p_ula = stats.kstest(x_ula[:, 0].numpy(), mixture_cdf(target)).pvalue
     assert p_ula < 1e-4, p_ula
+
+
+@pytest.mark.parametrize("h", [4.0, 0.5, 1e-4])
+def test_mala_acceptance_rate_matches_the_gaussian_closed_form(h):
+    """π = N(0, 1), x ~ π: one MALA step accepts with probability E[min(1, α)], α = π(y)q(x|y)/(π(x)q(y|x)),
+    y = (1 − h)x + √(2h)ξ, computed here from independent draws with scipy's densities. A huge step
+    is mostly rejected, a tiny one almost always accepted; the reported rate is also the share of
+    particles that moved."""
+    n = 20_000
+    gauss = GaussianMixture(torch.zeros(1, 1, dtype=F64), torch.tensor([1.0], dtype=F64))
+    x0 = torch.randn(n, 1, dtype=F64, generator=gen(0))
+    x, info = langevin(x0, score=gauss.score, sigmas=1.0, steps_per_level=1, step_size=h, mala=True,
+                       generator=gen(1), return_info=True)
+    moved = (x != x0).any(1).to(F64).mean().item()
+    assert info.acceptance_rate == pytest.approx(moved, abs=1e-12)
+    rng = np.random.default_rng(2)
+    m = 200_000
+    xs = rng.standard_normal(m)
+    ys = (1 - h) * xs + math.sqrt(2 * h) * rng.standard_normal(m)
+    log_alpha = (stats.norm.logpdf(ys) + stats.norm.logpdf(xs, (1 - h) * ys, math.sqrt(2 * h))
+                 - stats.norm.logpdf(xs) - stats.norm.logpdf(ys, (1 - h) * xs, math.sqrt(2 * h)))
+    a = np.minimum(1.0, np.exp(log_alpha))
+    expected = a.mean()
+    se = math.sqrt(expected * (1 - expected) / n + a.var() / m) + 1e-6
+    assert abs(info.acceptance_rate - expected) < 4 * se, (info.acceptance_rate, expected, se)
+    if h > 1:
+        assert info.acceptance_rate < 0.3
+    if h < 1e-3:
+        assert info.acceptance_rate > 0.999
+    assert info.acceptance_per_level == pytest.approx((info.acceptance_rate,))
+    assert info.nfe == 2 and info.n_log_density_evals == 2
 
 
 def test_mala_needs_log_densities():
@@ -268,8 +364,10 @@ def test_latent_langevin_pulls_generator_samples_to_the_data():
         G.weight.copy_(2.0 * torch.eye(2, dtype=F64))
     n = 500
     z0 = torch.randn(n, 2, dtype=F64, generator=gen(0))
-    z, x, traj = latent_langevin(z0, G, LogRatio(p_d, p_g), steps=400, step_size=0.005, generator=gen(1),
+    z, x, info = latent_langevin(z0, G, LogRatio(p_d, p_g), steps=400, step_size=0.005, generator=gen(1),
                                  return_trajectory=True)
+    traj = info.trajectory
+    assert info.nfe == 400 and info.acceptance_rate is None
     assert traj.shape == (401, n, 2) and torch.equal(traj[0], z0) and torch.equal(traj[-1], z)
     torch.testing.assert_close(x, 2.0 * z)
     ref = p_d.sample(n, gen(2))
@@ -423,8 +521,9 @@ def test_plot_guidance_field_writes_a_png(tmp_path):
     ref = mixture_2d().sample(200, gen(0))
     x0 = torch.randn(50, 2, dtype=F64, generator=gen(1))
     guid = KernelGuidance(kernel("gaussian", bandwidth=1.0), ref)
-    x, traj = langevin(x0, guidance=guid, sigmas=1.0, steps_per_level=10, step_size=0.01, guidance_scale=100.0,
+    x, info = langevin(x0, guidance=guid, sigmas=1.0, steps_per_level=10, step_size=0.01, guidance_scale=100.0,
                        generator=gen(2), return_trajectory=True)
+    traj = info.trajectory
     path = tmp_path / "field.png"
     fig = plot_guidance_field(x, guid, reference=ref, trajectory=traj, path=path)
     assert path.is_file() and path.stat().st_size > 20_000
@@ -453,8 +552,8 @@ def test_langevin_from_run_reads_each_discriminator_through_its_trainers_link(tm
     from the moving-average generator that `scoregan sample` draws with; critics are noted; a
     feature-map discriminator (mmd-gan) is refused by name."""
     from scoregan import api
-    from scoregan.runs import load_run
-    from scoregan.sampling.from_run import langevin_from_run
+    from scoregan.experiment.runs import load_run
+    from scoregan.experiment.guided import langevin_from_run
 
     runs = {}
     for name, extra in (("lsgan", ["trainer.ema=0.9"]), ("hinge", []), ("mmd-gan", ["trainer.feature_dim=4"])):
@@ -478,8 +577,9 @@ def test_langevin_from_run_reads_each_discriminator_through_its_trainers_link(tm
 
 @pytest.mark.parametrize("space", ["latent", "data"])
 def test_langevin_from_run_is_the_documented_chain(tiny_run, tmp_path, space):
-    from scoregan.runs import load_run
-    from scoregan.sampling.from_run import KDEScore, langevin_from_run, scott_bandwidth
+    from scoregan.experiment.runs import load_run
+    from scoregan.experiment.guided import langevin_from_run
+    from scoregan.scores import BankScore as KDEScore, scott_bandwidth
 
     out = tmp_path / "guided.npz"
     n, steps, h, lam, seed = 64, 10, 0.05, 2.0, 3

@@ -15,9 +15,10 @@ import torch
 
 from scoregan.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from scoregan.config import load_config
-from scoregan.runs import load_run
-from scoregan.trainers import TRAINERS, StopAtStep
-from scoregan.trainers.loop import Trainer
+from scoregan.experiment.runs import load_run
+from scoregan.experiment.callbacks import StopAtStep
+from scoregan.trainers import TRAINERS
+from scoregan.experiment.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"nsgan": ROOT / "configs/toy/8gaussians-nsgan.yaml", "wgan-gp": ROOT / "configs/toy/8gaussians-wgan-gp.yaml"}
@@ -178,7 +179,7 @@ class _CtrlC(StopAtStep):
 
 
 def test_ctrl_c_says_whether_the_run_can_continue(tmp_path, tiny_overrides):
-    from scoregan.trainers.loop import TrainingInterrupted
+    from scoregan.experiment.loop import TrainingInterrupted
 
     cfg = _cfg("nsgan", tiny_overrides, "train.checkpoint_every=3")
     with pytest.raises(TrainingInterrupted, match=f"before the first checkpoint.*--run-dir {tmp_path / 'a'}"):

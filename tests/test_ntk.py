@@ -272,8 +272,8 @@ def test_chunked_equals_one_chunk_float32(params, chunk_size, monkeypatch):
     k = NTKKernel(**params)
     ref_w, ref_g = k.witness(x, y, a), k.witness_grad(x, y, a)
     scale_w, scale_g = ref_w.abs().max().item(), ref_g.abs().max().item()
-    for budget in (K._CHUNK_ELEMENTS, 64):  # 64: the queries are chunked as well
-        monkeypatch.setattr(K, "_CHUNK_ELEMENTS", budget)
+    for budget in (K.BUDGETS.tile, 64):  # 64: the queries are chunked as well
+        monkeypatch.setattr(K.BUDGETS, "tile", budget)
         w = k.witness(x, y, a, chunk_size=chunk_size)
         g = k.witness_grad(x, y, a, chunk_size=chunk_size)
         assert w.dtype == torch.float32 and g.dtype == torch.float32 and g.shape == (37, 2)
@@ -283,12 +283,10 @@ def test_chunked_equals_one_chunk_float32(params, chunk_size, monkeypatch):
 
 def test_pair_chunks_of_the_gradient_path(monkeypatch):
     """The per-pair autograd of witness_grad, split into chunks of pairs, gives the same result."""
-    import scoregan.diagnostics.ntk as ntk_module
-
     x, y, a = points(6, 2, 22), points(7, 2, 23), torch.randn(7, generator=gen(24), dtype=F64)
     k = NTKKernel(depth=2, activation="relu", bias_std=0.5)
     ref = k.witness_grad(x, y, a)
-    monkeypatch.setattr(ntk_module, "_GRAD_ELEMENTS", 1)  # one pair per chunk
+    monkeypatch.setattr(K.BUDGETS, "ntk_grad", 1)  # one pair per chunk
     torch.testing.assert_close(k.witness_grad(x, y, a), ref, rtol=1e-12, atol=1e-13)
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from scoregan.config import load_config
-from scoregan.tracking import Tracker, read_metrics, truncate_metrics
+from scoregan.experiment.tracking import Tracker, read_metrics, truncate_metrics
 
 
 def test_jsonl_rows_and_truncation(tmp_path):

@@ -14,11 +14,12 @@ from scoregan.checkpoint import load_checkpoint
 from scoregan.config import ConfigError, load_config
 from scoregan.data import make_dataset
 from scoregan.models import ScoreNet, dsm_loss
-from scoregan.trainers import TRAINERS, StopAtStep, get_rule
+from scoregan.experiment.callbacks import StopAtStep
+from scoregan.trainers import TRAINERS, get_rule
 from scoregan.trainers.base import StepContext
 from scoregan.trainers.flow_matching import minibatch_ot_permutation
 from scoregan.trainers.kernels import mmd2
-from scoregan.trainers.loop import Trainer
+from scoregan.experiment.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
@@ -504,7 +505,8 @@ def test_resume_is_bit_identical(tmp_path, name):
 
 # ------------------------------------------------------------------------------- the toy benchmark
 def test_toy_benchmark_writes_its_table_and_merges(tmp_path):
-    from scoregan.bench_toy import merge_results, run_toy_benchmark
+    from scoregan.experiment.bench_results import merge_results
+    from scoregan.experiment.bench_toy import run_toy_benchmark
 
     kw = {"steps": 3, "batch_size": 16, "n_samples": 60, "n_draws": 2, "torchcfm": False, "log": lambda s: None,
           "overrides": ["model.generator.hidden=[8]", "model.discriminator.hidden=[8]"]}
@@ -553,7 +555,7 @@ def test_score_gan_batch_generator_score_is_the_empirical_score_of_fresh_samples
 
 def test_toy_benchmark_keeps_finished_rows_when_a_later_run_crashes(tmp_path, monkeypatch):
     """The JSON is rewritten after every row, so a crash in the middle of a long sweep loses nothing."""
-    import scoregan.bench_toy as bt
+    import scoregan.experiment.bench_toy as bt
 
     real = bt._run_scoregan
     calls = []

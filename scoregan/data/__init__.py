@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from scoregan._checks import closest
 from scoregan.data.base import ArrayDataset, Dataset, MixtureDataset
 from scoregan.data.files import DataFileError, digits_dataset, npz_dataset
+from scoregan.schema import ConfigError, DataConfig
 from scoregan.data.toys import (
     Checkerboard,
     Pinwheel,
@@ -47,7 +49,7 @@ DATASETS: dict[str, DatasetEntry] = {
 FINITE = ("digits", "npz")  # the finite sets (ArrayDataset): the ones data.holdout can split
 
 
-def _kwargs(cfg) -> dict:
+def _kwargs(cfg: DataConfig) -> dict:
     entry = DATASETS[cfg.name]
     out = {}
     for f in entry.fields:
@@ -57,10 +59,8 @@ def _kwargs(cfg) -> dict:
     return out
 
 
-def validate_data_config(cfg) -> None:
-    """Raise a ValueError naming the field when ``cfg`` (a DataConfig) cannot describe a target."""
-    from scoregan.config import ConfigError
-
+def validate_data_config(cfg: DataConfig) -> None:
+    """Raise a ConfigError naming the field when ``cfg`` cannot describe a target."""
     if cfg.name not in DATASETS:
         raise ConfigError(f"data.name = {cfg.name!r} is not a dataset; allowed: {', '.join(DATASETS)}{closest(cfg.name, DATASETS)}")
     entry = DATASETS[cfg.name]
@@ -71,8 +71,6 @@ def validate_data_config(cfg) -> None:
     if cfg.name == "npz":
         if cfg.path is None:
             raise ConfigError("data.path must name an .npz file for dataset 'npz'")
-        from pathlib import Path
-
         if not Path(cfg.path).is_file():
             raise ConfigError(f"data.path = {cfg.path!r}: no such file")
     if cfg.holdout and cfg.name not in FINITE:
@@ -80,7 +78,7 @@ def validate_data_config(cfg) -> None:
                           f"afresh, not a finite set; holdout applies to {', '.join(FINITE)}")
 
 
-def make_dataset(cfg) -> Dataset:
+def make_dataset(cfg: DataConfig) -> Dataset:
     """Build the target described by a :class:`scoregan.config.DataConfig` (with ``holdout`` > 0,
     the training part of the finite set, carrying the held-out points as ``heldout``)."""
     validate_data_config(cfg)
@@ -89,8 +87,6 @@ def make_dataset(cfg) -> Dataset:
         try:
             data = data.hold_out(cfg.holdout, seed=cfg.seed)
         except ValueError as exc:
-            from scoregan.config import ConfigError
-
             raise ConfigError(str(exc)) from None
     return data
 

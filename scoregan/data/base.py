@@ -18,13 +18,15 @@ class Dataset(ABC):
     ``mixture`` is the exact :class:`~scoregan.scores.GaussianMixture` when the target is one
     (then log-density, score and mode statistics are available in closed form), else ``None``.
     ``heldout`` is an (m, dim) tensor of points kept out of training (a finite set split with
-    :meth:`ArrayDataset.hold_out`), else ``None``.
+    :meth:`ArrayDataset.hold_out`), else ``None``. ``image_shape`` is (H, W) when each point is a
+    flattened image (figures then show images), else ``None``.
     """
 
     name: str = "dataset"
     dim: int
     mixture: GaussianMixture | None = None
     heldout: torch.Tensor | None = None
+    image_shape: tuple[int, int] | None = None
 
     @abstractmethod
     def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor: ...
@@ -61,10 +63,14 @@ class MixtureDataset(Dataset):
 class ArrayDataset(Dataset):
     """A finite set of points (N, dim), sampled uniformly with replacement."""
 
-    def __init__(self, name: str, points: torch.Tensor, params: dict | None = None):
+    def __init__(self, name: str, points: torch.Tensor, params: dict | None = None, *,
+                 image_shape: tuple[int, int] | None = None):
         if points.ndim != 2 or points.shape[0] < 2:
             raise ValueError(f"{name}: expected an array of shape (N, d) with N >= 2, got {tuple(points.shape)}")
+        if image_shape is not None and image_shape[0] * image_shape[1] != points.shape[1]:
+            raise ValueError(f"{name}: image_shape {image_shape} does not hold {points.shape[1]} values")
         self.name = name
+        self.image_shape = image_shape
         self.points = points.to(torch.float32).contiguous()
         self.dim = points.shape[1]
         self._params = params or {}
@@ -88,6 +94,6 @@ class ArrayDataset(Dataset):
             raise ValueError(f"data.holdout = {m}: dataset {self.name!r} has {n} points; at most {n - 2} can be held "
                              "out (training needs 2)")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        out = ArrayDataset(self.name, self.points[perm[m:]], self._params)
+        out = ArrayDataset(self.name, self.points[perm[m:]], self._params, image_shape=self.image_shape)
         out.heldout = self.points[perm[:m]].contiguous()
         return out

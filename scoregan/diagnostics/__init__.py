@@ -1,11 +1,12 @@
-"""Diagnostics of GAN training from the particle-flow view (DESIGN.md §5).
+"""Diagnostics of GAN training from the particle-flow view (docs/theory.md §8).
 
 * :mod:`~scoregan.diagnostics.steepness`: the generator's steepness ‖J_G(z)‖₂ per latent,
   matrix-free (Lanczos / power iteration with Jacobian-vector products).
 * :mod:`~scoregan.diagnostics.gradients`: the discriminator's spatial gradient ∇ₓv on real and
   generated points (how particles move) and its alignment with the nearest mixture mode.
-* :mod:`~scoregan.diagnostics.callbacks`: a loop callback that logs both every k steps, and an
-  early-stopping callback that detects the turn from refining to collapsing.
+* :mod:`~scoregan.diagnostics.measure`: one measurement of both on a fixed batch, and the
+  discriminator's overfitting ratio (the loop's callbacks, diagnostics every k steps and early
+  stopping, live in the experiment layer: ``scoregan.experiment.monitor`` and ``.early_stopping``).
 * :mod:`~scoregan.diagnostics.ntk`: the discriminator's neural tangent kernel, empirical and
   infinite-width (also ``scoregan.objectives.kernel("ntk", ...)``);
   :mod:`~scoregan.diagnostics.ntk_flows`: function-space discriminator training and particle flows.
@@ -13,13 +14,6 @@
 
 from __future__ import annotations
 
-from scoregan.diagnostics.callbacks import (
-    DiagnosticsCallback,
-    DiagnosticsConfig,
-    EarlyStopping,
-    EarlyStoppingConfig,
-    callbacks_from_config,
-)
 from scoregan.diagnostics.gradients import (
     cosine_alignment,
     discriminator_gradient,
@@ -36,6 +30,7 @@ from scoregan.diagnostics.ntk_flows import (
     particle_flow,
     train_discriminator,
 )
+from scoregan.diagnostics.measure import compute_diagnostics, overfitting_stats
 from scoregan.diagnostics.steepness import SteepnessResult, batch_stats, spectral_norm_batch, steepness
 
 __all__ = [
@@ -51,18 +46,15 @@ __all__ = [
     "infinite_ntk",
     "particle_flow",
     "train_discriminator",
-    "DiagnosticsCallback",
-    "DiagnosticsConfig",
-    "EarlyStopping",
-    "EarlyStoppingConfig",
     "SteepnessResult",
     "batch_stats",
-    "callbacks_from_config",
+    "compute_diagnostics",
     "cosine_alignment",
     "discriminator_gradient",
     "discriminator_gradient_stats",
     "mode_alignment",
     "nearest_mode_direction",
+    "overfitting_stats",
     "spectral_norm_batch",
     "steepness",
 ]

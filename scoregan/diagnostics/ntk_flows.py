@@ -1,6 +1,6 @@
 """Function-space discriminator training in the NTK regime, and the particle flows it drives.
 
-The NTK view of GANs (Franceschi et al., ICML 2022; DESIGN.md §5). A discriminator f trained by
+The NTK view of GANs (Franceschi et al., ICML 2022; docs/theory.md §8). A discriminator f trained by
 gradient ascent (continuous time, unit learning rate) on the finite set γ = {z_1..z_n} of real
 points y (n_r of them) and generated points x (n_g), for the objective
 
@@ -33,7 +33,7 @@ particle along the generator's steepest descent v(x) = −∇ₓ a(f_t(x)) = −
     gan     −log σ(f)              σ(−f) ∇f               log(1 − σ(f))       σ(f) ∇f
 
 Any :class:`scoregan.objectives.kernels.Kernel` works (the NTK of
-:mod:`scoregan.diagnostics.ntk`, or a Gaussian kernel as baseline). Shapes: real (n_r, d),
+:mod:`scoregan.objectives.kernels.ntk`, or a Gaussian kernel as baseline). Shapes: real (n_r, d),
 fake (n_g, d), queries (N, d).
 """
 
@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from scoregan._checks import check_choice, check_int, check_matrix, check_positive
-from scoregan.objectives.kernels import Kernel, _number
+from scoregan.objectives.kernels import Kernel, real_number, resolve_kernel
 
 __all__ = [
     "GENERATOR_LOSSES",
@@ -133,13 +133,7 @@ def _check_sets(real: Tensor, fake: Tensor) -> None:
 
 def _time(name: str, value: float) -> float:
     """A finite real number ≥ 0, else ValueError naming the argument."""
-    return check_positive(name, _number(name, value), allow_zero=True)
-
-
-def _resolved(kernel: Kernel, real: Tensor, fake: Tensor) -> Kernel:
-    """The kernel with its data-dependent parameters (median bandwidth, ...) fixed on γ = real ∪ fake."""
-    resolve = getattr(kernel, "resolve", None)
-    return resolve(fake.detach(), real.detach()) if callable(resolve) else kernel
+    return check_positive(name, real_number(name, value), allow_zero=True)
 
 
 def train_discriminator(
@@ -174,7 +168,7 @@ def train_discriminator(
         raise ValueError(f"f0 must be None or a callable (N, d) -> (N,), got {type(f0).__name__}")
     centres = torch.cat([real, fake]).detach()
     n_real, n = real.shape[0], centres.shape[0]
-    kernel = _resolved(kernel, real, fake)
+    kernel = resolve_kernel(kernel, fake.detach(), real.detach())  # fixed on γ = real ∪ fake
     w = torch.cat([real.new_full((n_real,), 1.0 / n_real), real.new_full((n - n_real,), 1.0 / (n - n_real))])
     is_real = torch.arange(n, device=real.device) < n_real
     tau = torch.where(is_real, torch.ones_like(w), -torch.ones_like(w))

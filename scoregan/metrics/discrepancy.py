@@ -17,28 +17,26 @@ is 0 when the two distributions agree). Kernels:
 * ``kid``: the cubic polynomial kernel k = (xᵀy / d + 1)³ on feature vectors, averaged over random
   subsets (Bińkowski et al. 2018, "Demystifying MMD GANs").
 
-Kernel matrices are formed in float64, a block of at most 2^22 entries at a time.
+All three use the estimator :func:`scoregan.objectives.kernels.mmd2`, in float64, kernel matrices
+a row block of at most ``scoregan.objectives.kernels.BUDGETS.tile`` (2^22) entries at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
 from scoregan._checks import check_choice, check_int
-from scoregan.metrics._common import Samples, SeedLike, as_pair, as_real, make_generator, randperm, row_chunks
+from scoregan.metrics._common import Samples, SeedLike, as_pair, as_real, make_generator, randperm
 from scoregan.objectives.kernels import kernel as make_kernel
 from scoregan.objectives.kernels import median_bandwidth
+from scoregan.objectives.kernels import mmd2 as kernel_mmd2
 
 __all__ = ["MMD2Result", "KIDResult", "mmd2", "energy_distance", "kid", "median_heuristic", "MEDIAN_MAX_POINTS"]
 
 #: Most points of the pooled sample that enter the median heuristic.
 MEDIAN_MAX_POINTS = 2048
-
-Block = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 class MMD2Result(NamedTuple):
     """Unbiased MMD² and the Gaussian bandwidth h it used."""
@@ -54,29 +52,6 @@ class KIDResult(NamedTuple):
     std: float
     subsets: int
     subset_size: int
-
-
-def _offdiag_mean(x: torch.Tensor, block: Block) -> torch.Tensor:
-    """(1/(N(N−1))) Σ_{i≠j} k(x_i, x_j), by row blocks (the diagonal removed by index)."""
-    n = x.shape[0]
-    total = torch.zeros((), dtype=x.dtype, device=x.device)
-    for rows in row_chunks(n, n):
-        kb = block(x[rows], x)
-        total = total + kb.sum() - kb[:, rows].diagonal().sum()
-    return total / (n * (n - 1))
-
-
-def _cross_mean(x: torch.Tensor, y: torch.Tensor, block: Block) -> torch.Tensor:
-    """(1/(NM)) Σ_{i,j} k(x_i, y_j), by row blocks."""
-    total = torch.zeros((), dtype=x.dtype, device=x.device)
-    for rows in row_chunks(x.shape[0], y.shape[0]):
-        total = total + block(x[rows], y).sum()
-    return total / (x.shape[0] * y.shape[0])
-
-
-def _mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, block: Block) -> torch.Tensor:
-    """The U-statistic MMD²_u of the module doc for x (N, d), y (M, d), N, M >= 2 (0-d tensor)."""
-    return _offdiag_mean(x, block) + _offdiag_mean(y, block) - 2.0 * _cross_mean(x, y, block)
 
 
 def median_heuristic(a: Samples, b: Samples) -> float:
@@ -103,7 +78,7 @@ def mmd2(a: Samples, b: Samples, *, bandwidth: float | str = "median") -> MMD2Re
     x, y = as_pair("a", a, "b", b, min_rows=2)
     h = _bandwidth(bandwidth, x, y)
     k = make_kernel("gaussian", bandwidth=h)
-    return MMD2Result(float(_mmd2_unbiased(x, y, k)), h)
+    return MMD2Result(float(kernel_mmd2(k, x, y)), h)
 
 
 def energy_distance(a: Samples, b: Samples) -> float:
@@ -113,7 +88,7 @@ def energy_distance(a: Samples, b: Samples) -> float:
     be slightly negative when the distributions agree. Needs N, M >= 2.
     """
     x, y = as_pair("a", a, "b", b, min_rows=2)
-    return float(_mmd2_unbiased(x, y, make_kernel("energy")))
+    return float(kernel_mmd2(make_kernel("energy"), x, y))
 
 
 def _cubic_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -144,5 +119,5 @@ def kid(feat_a: Samples, feat_b: Samples, *, subsets: int = 100, subset_size: in
     for r in range(subsets):
         ia = randperm(x.shape[0], g, x.device)[:subset_size]
         ib = randperm(y.shape[0], g, y.device)[:subset_size]
-        values[r] = _mmd2_unbiased(x[ia], y[ib], _cubic_kernel)
+        values[r] = kernel_mmd2(_cubic_kernel, x[ia], y[ib])
     return KIDResult(float(values.mean()), float(values.std(correction=0)), subsets, subset_size)

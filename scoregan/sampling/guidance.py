@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from scoregan._checks import check_choice, check_matrix
-from scoregan.objectives.kernels import resolve_kernel
+from scoregan.objectives.kernels import Witness, kernel_witness
 
 __all__ = ["Guidance", "KernelGuidance", "DiscriminatorGuidance", "LatentGuidance", "module_input_dim",
            "module_output_dim"]
@@ -114,19 +114,18 @@ class Guidance:
 
 # ------------------------------------------------------------------------------ kernel witness
 class _BoundWitness(Guidance):
-    """The witness D(y) = Σ_c w_c k(y, c_c) for fixed centres (C, d) and signed weights (C,)."""
+    """A :class:`~scoregan.objectives.kernels.Witness` as a guidance field: ψ = D̂ (N,), ∇ψ = ∇D̂ (N, d)."""
 
-    def __init__(self, owner: KernelGuidance, kernel: Any, centres: torch.Tensor, weights: torch.Tensor):
-        self._owner, self._kernel, self._centres, self._weights = owner, kernel, centres, weights
-        self.dim = centres.shape[1]
+    def __init__(self, owner: KernelGuidance, witness: Witness):
+        self._owner, self._witness = owner, witness
+        self.dim = witness.dim
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         o = self._owner
-        c, w = self._centres.to(x), self._weights.to(x)
-        return self._kernel.witness_grad(x, c, w, backend=o.backend, precision=o.precision)
+        return self._witness.like(x).grad(x, backend=o.backend, precision=o.precision)
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
-        return self._kernel.witness(x, self._centres.to(x), self._weights.to(x))
+        return self._witness.like(x).value(x)
 
 
 class KernelGuidance(Guidance):
@@ -193,13 +192,10 @@ class KernelGuidance(Guidance):
         """The witness with the ensemble frozen at ``particles`` (N, d): centres [y; x], weights [a; −1/N]."""
         self.check(particles, "particles")
         y, a = self._reference_like(particles)
-        kernel = resolve_kernel(self.kernel, particles.detach(), y)  # one kernel for this step's field
-        if not self.repulsion:
-            return _BoundWitness(self, kernel, y, a)
-        n = particles.shape[0]
-        centres = torch.cat([y, particles.detach()], dim=0)
-        weights = torch.cat([a, torch.full((n,), -1.0 / n, dtype=a.dtype, device=a.device)])
-        return _BoundWitness(self, kernel, centres, weights)
+        # one kernel for this step's field, resolved from [reference; particles]
+        witness = kernel_witness(self.kernel, y, particles.detach(), a, negative_centres=self.repulsion,
+                                 names=("reference", "particles"))
+        return _BoundWitness(self, witness)
 
     def check(self, x: torch.Tensor, name: str = "x0") -> None:
         if x.shape[1] != self.dim:

@@ -40,7 +40,7 @@ def plot_guidance_field(
             the field is the one they induce (``guidance.bind(particles)``).
         guidance: an object with ``grad(x) -> (N, 2)`` (see :mod:`scoregan.sampling.guidance`).
         reference: optional (M, 2) data drawn underneath.
-        trajectory: optional (T, N, 2) states (as returned by ``langevin(..., return_trajectory=True)``);
+        trajectory: optional (T, N, 2) states (``info.trajectory`` of ``langevin(..., return_trajectory=True)``);
             at most ``max_trajectories`` particle paths are drawn.
         ax: a matplotlib Axes to draw into; a new Agg figure when None.
         path: save the figure there as PNG when given.

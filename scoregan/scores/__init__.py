@@ -1,7 +1,14 @@
 """Score estimators: closed-form mixtures, the perturbed empirical score of a sample (and, with the
 trainers, learned score networks)."""
 
-from scoregan.scores.empirical import empirical_posterior_mean, empirical_score
+from scoregan.scores.empirical import (
+    BankScore,
+    empirical_log_prob,
+    empirical_posterior_mean,
+    empirical_score,
+    scott_bandwidth,
+)
 from scoregan.scores.gaussian_mixture import GaussianMixture
 
-__all__ = ["GaussianMixture", "empirical_posterior_mean", "empirical_score"]
+__all__ = ["BankScore", "GaussianMixture", "empirical_log_prob", "empirical_posterior_mean", "empirical_score",
+           "scott_bandwidth"]

@@ -9,7 +9,7 @@ Covariances come in three kinds, each with its own fast path:
 - ``"diagonal"``:  Σ_k = diag(σ_k1², ..., σ_kd²)   (a (K, d) tensor of stds)
 - ``"full"``:      Σ_k any SPD matrix   (a (K, d, d) tensor; used through its Cholesky factor)
 
-This is the reference density of the test suite (every identity of DESIGN.md §1 is checked against
+This is the reference density of the test suite (every identity of docs/theory.md §3–§5 is checked against
 it) and the toy data's own class.
 """
 

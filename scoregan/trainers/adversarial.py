@@ -24,12 +24,13 @@ from typing import Any
 
 import torch
 
-from scoregan.config import ConfigError, TrainerConfig, spec
+from scoregan.schema import ConfigError, TrainerConfig, spec
 from scoregan.models import MLP, Discriminator
 from scoregan.objectives import DIVERGENCES, GENERATOR_LOSSES, Divergence, GeneratorLoss, divergence, generator_loss
 from scoregan.trainers.base import StepContext
 from scoregan.trainers.generator import GeneratorRule
-from scoregan.trainers.kernels import KernelFields, build_kernel, mmd2
+from scoregan.trainers.registry import register_trainer
+from scoregan.trainers.kernel_fields import KernelFields, build_kernel, mmd2
 
 
 @dataclass
@@ -151,13 +152,15 @@ class FGANRule(AdversarialRule):
         return self.loss.of_log_ratio(fake_out, self.div).mean()
 
 
-class NSGAN(FGANRule):
+@register_trainer
+class NonSaturatingGAN(FGANRule):
     """Non-saturating SGAN: D by the logistic loss; G minimises E softplus(−v(G(z))) = −E log σ(v)."""
 
     name = "nsgan"
 
 
-class SGAN(FGANRule):
+@register_trainer
+class SaturatingGAN(FGANRule):
     """Saturating SGAN (the original minimax): G minimises E log(1 − σ(v)) = −E softplus(v)."""
 
     name = "sgan"
@@ -177,6 +180,7 @@ class FGANConfig(AdversarialConfig):
             raise ConfigError(f"trainer.divergence = {self.divergence!r}: {exc}") from None
 
 
+@register_trainer
 class FGAN(FGANRule):
     """f-GAN with the divergence and generator loss of the config (``trainer.divergence``, ``trainer.generator_loss``)."""
 
@@ -192,6 +196,7 @@ class FGAN(FGANRule):
 
 
 # ------------------------------------------------------------------------------------------ others
+@register_trainer
 class LSGAN(AdversarialRule):
     """Least-squares GAN on the raw output: D minimises ½E(D(x) − 1)² + ½E D(G(z))², G ½E(D(G(z)) − 1)².
     The optimal D is p_d/(p_d + p_g)."""
@@ -206,6 +211,7 @@ class LSGAN(AdversarialRule):
         return 0.5 * (fake_out - 1).pow(2).mean()
 
 
+@register_trainer
 class HingeGAN(AdversarialRule):
     """Hinge loss: D minimises E relu(1 − D(x)) + E relu(1 + D(G(z))); G minimises −E D(G(z))."""
 
@@ -225,6 +231,7 @@ class WGANGPConfig(AdversarialConfig):
     gp_weight: float = spec(10.0, min=0, help="gradient penalty weight λ")
 
 
+@register_trainer
 class WGANGP(AdversarialRule):
     """WGAN-GP: critic maximises E D(real) − E D(fake) − λ E(‖∇D‖ − 1)²; G minimises −E D(G(z))."""
 
@@ -248,6 +255,7 @@ class MMDGANConfig(KernelFields, AdversarialConfig):
     unbiased: bool = spec(True, help="unbiased (U-statistic) MMD² estimate")
 
 
+@register_trainer
 class MMDGAN(AdversarialRule):
     """MMD-GAN: φ (the "discriminator", x ↦ R^feature_dim) maximises MMD²_k(φ(real), φ(fake)) minus a
     gradient penalty on the witness f(x) = mean_j k(φ(x), φ(real_j)) − mean_j k(φ(x), φ(fake_j));
@@ -291,6 +299,7 @@ class GMMNConfig(KernelFields, TrainerConfig):
     ema: float = spec(0.0, min=0, max=0.99999, help="EMA decay of the sampling copy of G (0: sample G itself)")
 
 
+@register_trainer
 class GMMN(GeneratorRule):
     """Generative moment matching network: G minimises MMD²_k(G(z), real) for a fixed kernel k."""
 

@@ -3,7 +3,7 @@
 A variant builds its networks and optimisers, then performs one training step at a time from a
 :class:`StepContext` (which hands out real batches and latents from the loop's seeded generators).
 Everything else (seeding, devices, checkpoints, logging, evaluation, figures, progress, callbacks)
-belongs to :class:`scoregan.trainers.loop.Trainer` and is written once.
+belongs to the loop of the experiment layer (``scoregan.experiment.loop.Trainer``), written once.
 """
 
 from __future__ import annotations
@@ -15,8 +15,18 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from scoregan.config import ExperimentConfig, TrainerConfig
+from scoregan.schema import ExperimentConfig, TrainerConfig
 from scoregan.data import Dataset
+
+
+@dataclass(frozen=True)
+class SourceGenerator:
+    """A trained one-step generator G: z (N, latent_dim) -> x (N, d) that a rule starts from (the
+    source of flow matching from a GAN's samples); the experiment layer loads it from a run."""
+
+    network: nn.Module
+    latent_dim: int
+    dim: int
 
 
 @dataclass
@@ -60,8 +70,10 @@ class UpdateRule(ABC):
     #: the discriminator is an IPM-style critic: read with its link, but not a log-ratio
     discriminator_is_critic: ClassVar[bool] = False
 
-    def __init__(self, cfg: ExperimentConfig, data: Dataset, device: torch.device, dtype: torch.dtype):
+    def __init__(self, cfg: ExperimentConfig, data: Dataset, device: torch.device, dtype: torch.dtype, *,
+                 source: SourceGenerator | None = None):
         self.cfg = cfg
+        self.source = source
         self.tcfg = cfg.trainer
         self.data = data
         self.device = device

@@ -1,4 +1,4 @@
-"""Conditional flow matching (Lipman et al. 2023; Tong et al. 2024): I-CFM and OT-CFM (DESIGN.md §3).
+"""Conditional flow matching (Lipman et al. 2023; Tong et al. 2024): I-CFM and OT-CFM (docs/theory.md §9).
 
 A velocity network v(x, t) regresses the conditional velocity of straight paths between pairs
 (x0, x1), x0 from the source (N(0, s²I), or a trained one-step generator's output) and x1 from the data:
@@ -19,18 +19,18 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
 from scoregan._checks import check_choice, check_matrix
-from scoregan.config import ConfigError, NetConfig, TrainerConfig, spec
+from scoregan.schema import ConfigError, NetConfig, TrainerConfig, spec
 from scoregan.models.score_nets import EMBEDDINGS, VelocityNet
 from scoregan.sampling.ode import FIXED_METHODS, METHODS, LikelihoodSolution, integrate, log_likelihood
 from scoregan.trainers.base import StepContext, UpdateRule
 from scoregan.trainers.ema import EMA
+from scoregan.trainers.registry import register_trainer
 
 OT_SOLVERS: tuple[str, ...] = ("auto", "scipy", "pot")
 
@@ -95,7 +95,7 @@ class CFMConfig(TrainerConfig):
     sigma: float = spec(0.0, min=0, help="std σ of the conditional path N((1 − t) x0 + t x1, σ² I)")
     source: str = spec("gaussian", choices=("gaussian", "generator"), help="x0: N(0, source_std² I) or G(z)")
     source_std: float = spec(1.0, min=0, exclusive_min=True, help="std of the Gaussian source")
-    source_run: str | None = spec(None, help="run directory of a trained one-step generator (source: generator)")
+    source_run: str | None = spec(None, path=True, help="run directory of a trained one-step generator (source: generator)")
     velocity_net: NetConfig = spec(default_factory=lambda: NetConfig(hidden=[64, 64, 64], activation="silu"),
                                    help="the velocity network v(x, t)")
     embedding: str = spec("sinusoidal", choices=EMBEDDINGS, help="time embedding of v(x, t)")
@@ -117,8 +117,6 @@ class CFMConfig(TrainerConfig):
             if self.source_run is None:
                 raise ConfigError("trainer.source_run must name a trained generator's run directory "
                                   "when trainer.source = 'generator'")
-            if not (Path(self.source_run) / "config.yaml").is_file():
-                raise ConfigError(f"trainer.source_run = {self.source_run!r}: not a run directory (no config.yaml)")
         elif self.source_run is not None:
             raise ConfigError("trainer.source_run is used only with trainer.source = 'generator'")
 
@@ -130,6 +128,7 @@ class OTCFMConfig(CFMConfig):
                          help="pairing of source and data batches: independent (I-CFM) or exact minibatch OT")
 
 
+@register_trainer
 class FlowMatching(UpdateRule):
     """Conditional flow matching with an independent coupling (I-CFM); module doc."""
 
@@ -149,15 +148,15 @@ class FlowMatching(UpdateRule):
             self._ema = EMA(self.v_ema, self.v, c.ema)
         self.source_G = None
         if c.source == "generator":
-            from scoregan.runs import load_run
-
-            run = load_run(c.source_run)
-            if run.data.dim != d:
-                raise ValueError(f"trainer.source_run = {c.source_run!r} generates dimension {run.data.dim}, "
+            if self.source is None:
+                raise ValueError("trainer.source = 'generator' needs the trained generator of trainer.source_run; "
+                                 "build the rule with source=SourceGenerator(...) (scoregan.experiment.runs.build_rule "
+                                 "loads it)")
+            if self.source.dim != d:
+                raise ValueError(f"trainer.source_run = {c.source_run!r} generates dimension {self.source.dim}, "
                                  f"but the target has dimension {d}")
-            self.source_latent = run.latent_dim
-            trained = run.rule.modules.get("generator_ema", run.generator)  # what that run samples from
-            self.source_G = self.add_module("source_generator", trained)
+            self.source_latent = self.source.latent_dim
+            self.source_G = self.add_module("source_generator", self.source.network)
             self.source_G.requires_grad_(False)
             self.source_G.eval()
         self.last_nfe = 0
@@ -232,6 +231,7 @@ class FlowMatching(UpdateRule):
                               n_probes=n_probes, generator=generator, **self._solver())
 
 
+@register_trainer
 class OTFlowMatching(FlowMatching):
     """OT-CFM: each minibatch paired by its exact optimal transport permutation."""
 

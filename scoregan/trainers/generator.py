@@ -1,7 +1,7 @@
 """What every one-step generator rule shares: the network G: z ↦ x, its optimiser, latents, sampling,
 and the flow-matching generator update (regress G(z) onto a stopped particle target).
 
-The particle view (DESIGN.md §1): a generator trained by gradient descent moves each sample x = G(z)
+The particle view (docs/theory.md §1 and §9): a generator trained by gradient descent moves each sample x = G(z)
 along a velocity v(x). Rules that know v in closed form or from score networks (the score-matching
 GAN, the kernel flow-matching GAN) take that step explicitly: they form the stopped target
 x + η v(x) with :func:`scoregan.flows.flow_target` and regress G(z) onto it,

@@ -1,4 +1,4 @@
-"""Kernel flow-matching GAN: the IPM-GAN with its optimal discriminator in closed form (DESIGN.md §3).
+"""Kernel flow-matching GAN: the IPM-GAN with its optimal discriminator in closed form (docs/theory.md §9).
 
 The discriminator is the kernel witness between a data sample Y (the batch, or a larger reference
 bank of recent batches) and the generated batch X,
@@ -7,7 +7,7 @@ bank of recent batches) and the generated batch X,
 
 and each generated particle moves along its gradient: the generator regresses G(z) onto the stopped
 target G(z) + η ∇D̂(G(z)) (``flows.ipm_velocity`` and ``flows.flow_target``). No network but G is
-trained. Any kernel of the core works (``trainer.kernel``, see :mod:`scoregan.trainers.kernels`).
+trained. Any kernel of the core works (``trainer.kernel``, see :mod:`scoregan.trainers.kernel_fields`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from typing import Any
 import torch
 
 from scoregan import flows
-from scoregan.config import TrainerConfig, spec
+from scoregan.schema import TrainerConfig, spec
 from scoregan.trainers.base import StepContext
 from scoregan.trainers.generator import GeneratorRule
-from scoregan.trainers.kernels import KernelFields, build_kernel
+from scoregan.trainers.registry import register_trainer
+from scoregan.trainers.kernel_fields import KernelFields, build_kernel
 
 
 @dataclass
@@ -33,6 +34,7 @@ class KernelFlowConfig(KernelFields, TrainerConfig):
     ema: float = spec(0.0, min=0, max=0.99999, help="EMA decay of the sampling copy of G (0: sample G itself)")
 
 
+@register_trainer
 class KernelFlowGAN(GeneratorRule):
     """G(z) regressed onto G(z) + η ∇D̂(G(z)), D̂ the closed-form kernel witness (module doc)."""
 

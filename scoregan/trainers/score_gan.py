@@ -1,4 +1,4 @@
-"""Score-matching GAN: the f-GAN flow written in scores and taken explicitly (DESIGN.md §1 and §3).
+"""Score-matching GAN: the f-GAN flow written in scores and taken explicitly (docs/theory.md §3 and §9).
 
 For a divergence f and a generator loss ℓ_G the generated particles move along
 
@@ -48,7 +48,7 @@ import torch
 
 from scoregan import flows
 from scoregan.checkpoint import save_atomic
-from scoregan.config import ConfigError, NetConfig, TrainerConfig, spec
+from scoregan.schema import ConfigError, NetConfig, TrainerConfig, spec
 from scoregan.models.score_nets import EMBEDDINGS, RatioNet, ScoreNet, dsm_loss
 from scoregan.objectives import DIVERGENCES, GENERATOR_LOSSES, divergence, generator_loss
 from scoregan.objectives.divergences import Divergence
@@ -56,6 +56,7 @@ from scoregan.scores.empirical import empirical_score
 from scoregan.trainers.adversarial import divergence_of, fgan_discriminator_loss
 from scoregan.trainers.base import StepContext
 from scoregan.trainers.generator import GeneratorRule
+from scoregan.trainers.registry import register_trainer
 
 SIGMA_MODES = ("fixed", "anneal", "schedule", "progressive")
 CACHE_ENV = "SCOREGAN_CACHE"
@@ -137,6 +138,7 @@ def weight_is_constant(div: Divergence, loss_name: str) -> bool:
     return bool(torch.allclose(w, w[16].expand_as(w), rtol=1e-9, atol=0.0))
 
 
+@register_trainer
 class ScoreGAN(GeneratorRule):
     """Score-matching GAN (module doc): networks "generator", "data_score", "generator_score",
     optionally "ratio"."""

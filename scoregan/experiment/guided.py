@@ -28,15 +28,19 @@ import numpy as np
 import torch
 
 from scoregan._checks import check_choice, check_int, check_positive
-from scoregan.sampling.guidance import DiscriminatorGuidance, _float_dtype_device
+from scoregan.experiment.evaluation import compare_to_target, nonfinite_rows
+from scoregan.experiment.runs import Run, load_run
+from scoregan.sampling.guidance import DiscriminatorGuidance
 from scoregan.sampling.langevin import check_guidance_scale, langevin, latent_langevin
-from scoregan.scores import GaussianMixture
+from scoregan.sampling.plots import plot_before_after
+from scoregan.scores import BankScore, scott_bandwidth
+from scoregan.trainers.adversarial import divergence_of
 
-__all__ = ["langevin_from_run", "guidance_for_run", "KDEScore", "scott_bandwidth"]
+__all__ = ["guidance_for_run", "langevin_from_run"]
 
 SPACES = ("latent", "data")
 
-def guidance_for_run(run: Any) -> DiscriminatorGuidance:
+def guidance_for_run(run: Run) -> DiscriminatorGuidance:
     """The :class:`DiscriminatorGuidance` of a trained run, read through its rule's
     ``discriminator_link`` (the (non-)saturating GAN's logit, an f-GAN critic's log r, the
     least-squares GAN's D = p_d/(p_d + p_g)); ValueError naming the trainer where there is no scalar
@@ -50,49 +54,17 @@ def guidance_for_run(run: Any) -> DiscriminatorGuidance:
                          f"critic (mmd-gan's is a feature map x -> R^feature_dim); Langevin guidance needs a "
                          f"GAN, f-GAN, LSGAN, hinge or WGAN-GP run")
     if link == "fgan":
-        from scoregan.trainers.adversarial import divergence_of
-
         return DiscriminatorGuidance(run.discriminator, link="fgan", divergence=divergence_of(run.config.trainer))
     return DiscriminatorGuidance(run.discriminator, link=link)
-
-
-def scott_bandwidth(x: torch.Tensor) -> float:
-    """Scott's rule for an isotropic Gaussian KDE of x (M, d): h = σ̄ · M^(−1/(d+4)), σ̄ the mean std."""
-    m, d = x.shape
-    return float(x.std(dim=0).mean()) * m ** (-1.0 / (d + 4))
-
-
-class KDEScore:
-    """The exact score of a Gaussian KDE of a sample bank (M, d) at bandwidth σ: a noise-conditional
-    score of the bank's empirical law, s(x, σ) = ∇log (1/M) Σ_j N(x; b_j, σ²I), with ``log_prob``."""
-
-    def __init__(self, bank: torch.Tensor):
-        self.bank = bank.detach()
-        self._mixtures: dict[float, GaussianMixture] = {}
-
-    def _at(self, sigma: float) -> GaussianMixture:
-        if sigma not in self._mixtures:
-            self._mixtures[sigma] = GaussianMixture(self.bank, float(sigma))
-        return self._mixtures[sigma]
-
-    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        return self._at(sigma).score(x)
-
-    def log_prob(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        return self._at(sigma).log_prob(x)
 
 
 def _scalars(prefix: str, report: dict[str, Any]) -> dict[str, float | int]:
     return {f"{k}_{prefix}": v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _quality(samples: torch.Tensor, data: Any, seed: int) -> dict[str, Any]:
-    """The toy metrics of ``samples`` against fresh target samples (and the mixture's mode statistics)."""
-    from scoregan.metrics import toy_report
-
-    ref = data.sample(samples.shape[0], generator=torch.Generator().manual_seed(seed + 1))
-    return toy_report(samples.to(ref.dtype), ref, mixture=getattr(data, "mixture", None),
-                      generator=torch.Generator().manual_seed(seed + 2))
+def _quality(samples: torch.Tensor, run: Run, seed: int) -> dict[str, Any]:
+    """The toy metrics of ``samples`` against fresh target samples (seed + 1; metrics seed + 2)."""
+    return compare_to_target(samples, run.data, reference_seed=seed + 1, metric_seed=seed + 2, heldout=False)[0]
 
 
 def langevin_from_run(
@@ -131,7 +103,7 @@ def langevin_from_run(
             (``.png``) and the scalar report (``.json``) beside it.
         mala: Metropolis-adjust every step (the acceptance rate is reported).
         bandwidth: KDE bandwidth h for ``space="data"`` (Scott's rule on the bank when None).
-        device, checkpoint: where and which checkpoint to load (:func:`scoregan.runs.load_run`).
+        device, checkpoint: where and which checkpoint to load (:func:`scoregan.experiment.runs.load_run`).
         metrics: compute the toy metrics before and after (W2, MMD, mode statistics...).
 
     Returns:
@@ -150,11 +122,9 @@ def langevin_from_run(
         check_positive("bandwidth", bandwidth)
     if out is not None and Path(out).suffix != ".npz":
         raise ValueError(f"out must be an .npz path, got {str(out)!r}")
-    from scoregan.runs import load_run
-
     run = load_run(run_dir, device=device, checkpoint=checkpoint)
     G, guidance = run.sampling_generator, guidance_for_run(run)
-    dtype = _float_dtype_device(G)[0] or torch.float32
+    dtype = getattr(torch, run.config.train.dtype)
     g = torch.Generator(device=run.device).manual_seed(seed)
     z0 = torch.randn(n, run.latent_dim, generator=g, device=run.device, dtype=dtype)
     with torch.no_grad():
@@ -174,7 +144,7 @@ def langevin_from_run(
             bank = G(torch.randn(bank_n, run.latent_dim, generator=g, device=run.device, dtype=dtype))
         h = float(bandwidth) if bandwidth is not None else scott_bandwidth(bank)
         report["bandwidth"], report["eta"] = h, step_size * h * h
-        x, info = langevin(x0, score=KDEScore(bank), guidance=guidance, sigmas=h, steps_per_level=steps,
+        x, info = langevin(x0, score=BankScore(bank), guidance=guidance, sigmas=h, steps_per_level=steps,
                            step_size=step_size * h * h, guidance_scale=guidance_scale, mala=mala, generator=g,
                            return_info=True)
     if info.acceptance_rate is not None:
@@ -182,19 +152,17 @@ def langevin_from_run(
     report["logit_before"] = float(guidance.value(x0).mean())
     report["logit_after"] = float(guidance.value(x).mean())
     x0c, xc = x0.detach().to("cpu", torch.float32), x.detach().to("cpu", torch.float32)
-    report["nonfinite_after"] = int((~torch.isfinite(xc)).any(1).sum())
+    report["nonfinite_after"] = nonfinite_rows(xc)
     if metrics and report["nonfinite_after"] == 0:
-        report.update(_scalars("before", _quality(x0c, run.data, seed)))
-        report.update(_scalars("after", _quality(xc, run.data, seed)))
+        report.update(_scalars("before", _quality(x0c, run, seed)))
+        report.update(_scalars("after", _quality(xc, run, seed)))
     report["samples"], report["initial"] = xc, x0c
     if out is not None:
         _write(Path(out), report, run)
     return report
 
 
-def _write(out: Path, report: dict[str, Any], run: Any) -> None:
-    from scoregan.sampling.plots import plot_before_after
-
+def _write(out: Path, report: dict[str, Any], run: Run) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"x": report["samples"].numpy(), "x0": report["initial"].numpy()}
     if "latents" in report:

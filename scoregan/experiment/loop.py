@@ -2,7 +2,7 @@
 
 Seeding, device and dtype, the progress bar, logging (metrics.jsonl + wandb), periodic evaluation
 and figures, atomic checkpoints with every RNG state, exact resume and callbacks live here once;
-a variant supplies only its :class:`~scoregan.trainers.base.UpdateRule`.
+a variant supplies only its :class:`~scoregan.trainers.UpdateRule` (docs/theory.md §9).
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from scoregan.checkpoint import (CheckpointError, load_checkpoint, mismatch_detail, rng_state, save_atomic,
-                                 set_rng_state)
-from scoregan.config import ExperimentConfig, dump_config, to_dict
+from scoregan.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from scoregan.data import make_dataset
-from scoregan.evaluation import evaluate_generator
+from scoregan.experiment.callbacks import Callback
+from scoregan.experiment.config import absolute_paths, dump_config
+from scoregan.experiment.early_stopping import callbacks_from_config
+from scoregan.experiment.evaluation import evaluate_generator
+from scoregan.experiment.runs import build_rule, load_rule_state
+from scoregan.experiment.tracking import Tracker, read_metrics
 from scoregan.plotting import plot_curves, plot_samples
-from scoregan.tracking import Tracker, read_metrics
-from scoregan.trainers.base import StepContext, UpdateRule
-from scoregan.trainers.callbacks import Callback
+from scoregan.schema import ExperimentConfig, to_dict
+from scoregan.trainers import StepContext, UpdateRule
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
@@ -57,10 +59,6 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False,
                  callbacks: list[Callback] | None = None):
-        from scoregan.trainers import get_rule
-
-        from scoregan.diagnostics.callbacks import callbacks_from_config
-
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         # the config's own callbacks (diagnostics, early stopping) first, then the caller's
@@ -82,8 +80,7 @@ class Trainer:
         np.random.seed(seed % 2**32)
         random.seed(seed)
         self.data = make_dataset(cfg.data)
-        self.rule: UpdateRule = get_rule(cfg.trainer.name)(cfg, self.data, self.device, self.dtype)
-        self.rule.build()
+        self.rule: UpdateRule = build_rule(cfg, self.data, self.device)
         self.data_rng = torch.Generator().manual_seed(seed + 1)
         self.noise_rng = torch.Generator(device=self.device).manual_seed(seed + 2)
         self.step = 0
@@ -97,7 +94,7 @@ class Trainer:
         (self.run_dir / "figures").mkdir(exist_ok=True)
         if ckpt is None:  # a run stopped before its first checkpoint is started over
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        _absolute_paths(cfg)  # the run directory is then usable from any working directory
+        absolute_paths(cfg)  # the run directory is then usable from any working directory
         dump_config(cfg, self.run_dir / "config.yaml")
         self.tracker = Tracker(cfg, self.run_dir, resume_step=self.step if ckpt is not None else None)
 
@@ -127,11 +124,9 @@ class Trainer:
         if ckpt.get("trainer") != self.cfg.trainer.name:
             raise ValueError(f"--resume: the checkpoint was written by trainer {ckpt.get('trainer')!r}, "
                              f"but the config asks for {self.cfg.trainer.name!r}")
-        try:
-            self.rule.load_state_dict(_to_device(ckpt["rule"], self.device))
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"--resume {str(self.run_dir)!r}: the checkpoint does not fit the config with "
-                                  f"these overrides (config.yaml left unchanged): {mismatch_detail(exc)}") from None
+        load_rule_state(self.rule, _to_device(ckpt["rule"], self.device),
+                        f"--resume {str(self.run_dir)!r}: the checkpoint does not fit the config with these overrides "
+                        "(config.yaml left unchanged)")
         set_rng_state(ckpt["rng"], self._generators())
         for i, c in enumerate(self.callbacks):
             key = type(c).__name__ + f"_{i}"
@@ -145,17 +140,15 @@ class Trainer:
         self.rule.train(False)
         e = self.cfg.eval
         metrics, samples, reference = evaluate_generator(self.rule.sample, self.data, n=e.n_samples, seed=e.seed,
-                                                         device=self.device, dtype=self.dtype,
-                                                         distances=e.distances)
+                                                         device=self.device, distances=e.distances)
         self.rule.train(True)
         self.tracker.log(self.step, metrics, kind="eval")
         if figure and e.figures:
             tag = tag or f"step{self.step:07d}"
             mix = self.data.mixture
-            img = (8, 8) if self.data.name == "digits" else None
             title = f"{self.cfg.name} ({self.cfg.trainer.name}) step {self.step}"
             path = plot_samples(samples, reference, self.run_dir / "figures" / f"samples_{tag}.png", title=title,
-                                means=None if mix is None else mix.means, image_shape=img)
+                                means=None if mix is None else mix.means, image_shape=self.data.image_shape)
             self.tracker.log_figure(self.step, "samples", path)
         for c in self.callbacks:
             c.on_eval(self, metrics)
@@ -206,14 +199,6 @@ class Trainer:
         self.tracker.summary({**metrics, "train_wall_s": wall})
         self.tracker.close()
         return FitResult(self.run_dir, self.step, metrics, stopped_early=self.step < t.steps)
-
-
-def _absolute_paths(cfg: ExperimentConfig) -> None:
-    """data.path and trainer.source_run made absolute (they are read relative to the working directory)."""
-    if cfg.data.path is not None:
-        cfg.data.path = str(Path(cfg.data.path).resolve())
-    if getattr(cfg.trainer, "source_run", None) is not None:
-        cfg.trainer.source_run = str(Path(cfg.trainer.source_run).resolve())
 
 
 class TrainingInterrupted(KeyboardInterrupt):

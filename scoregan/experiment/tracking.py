@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from scoregan.config import ExperimentConfig, to_dict
+from scoregan.schema import ExperimentConfig, to_dict
 
 
 def _plain(v: Any) -> Any:

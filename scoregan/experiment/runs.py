@@ -1,17 +1,26 @@
-"""Reading run directories back: the config, the target, the trained networks."""
+"""Run directories: building a config's update rule, loading its weights, reading a run back.
+
+A run directory holds ``config.yaml`` and ``checkpoints/<name>.pt``. :func:`build_rule` is the one
+place that turns a config into a built update rule (the registry's class, and the source generator
+of ``trainer.source_run`` when the rule starts from one); :func:`load_rule_state` puts a
+checkpoint's weights into it, naming every mismatch in one line. The loop and :func:`load_run` both
+use them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from scoregan.checkpoint import CheckpointError, load_checkpoint, mismatch_detail
-from scoregan.config import ExperimentConfig, load_config
 from scoregan.data import Dataset, make_dataset
-from scoregan.trainers.base import UpdateRule
+from scoregan.experiment.config import load_config
+from scoregan.schema import ExperimentConfig
+from scoregan.trainers import SourceGenerator, UpdateRule, get_rule
 
 
 @dataclass
@@ -50,10 +59,34 @@ class Run:
         return self.rule.sample(n, g)
 
 
+def _source_generator(cfg: ExperimentConfig, device: torch.device) -> SourceGenerator | None:
+    """The trained generator of ``trainer.source_run`` (what that run samples from), if the config names one."""
+    source_run = getattr(cfg.trainer, "source_run", None)
+    if source_run is None:
+        return None
+    with torch.random.fork_rng(devices=[]):  # building that run's networks leaves this run's seed stream alone
+        run = load_run(source_run, device=device)
+    return SourceGenerator(run.sampling_generator, run.latent_dim, run.data.dim)
+
+
+def build_rule(cfg: ExperimentConfig, data: Dataset, device: torch.device) -> UpdateRule:
+    """The update rule ``cfg.trainer.name`` with its networks and optimisers built (seed first)."""
+    rule = get_rule(cfg.trainer.name)(cfg, data, device, getattr(torch, cfg.train.dtype),
+                                      source=_source_generator(cfg, device))
+    rule.build()
+    return rule
+
+
+def load_rule_state(rule: UpdateRule, state: dict[str, Any], where: str) -> None:
+    """Load a checkpoint's ``rule`` state; a mismatch is a CheckpointError: ``where`` + one line."""
+    try:
+        rule.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{where}: {mismatch_detail(exc)}") from None
+
+
 def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", checkpoint: str = "last") -> Run:
     """Rebuild the networks of ``run_dir`` from ``config.yaml`` and ``checkpoints/<checkpoint>.pt``."""
-    from scoregan.trainers import get_rule
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
@@ -64,12 +97,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", checkpo
     ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", map_location=device)
     device = torch.device(device)
     data = make_dataset(cfg.data)
-    rule = get_rule(cfg.trainer.name)(cfg, data, device, getattr(torch, cfg.train.dtype))
-    rule.build()
-    try:
-        rule.load_state_dict(ckpt["rule"])
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint in {str(run_dir)!r} does not match its config.yaml: "
-                              f"{mismatch_detail(exc)}") from None
+    rule = build_rule(cfg, data, device)
+    load_rule_state(rule, ckpt["rule"], f"checkpoint in {str(run_dir)!r} does not match its config.yaml")
     rule.train(False)
     return Run(run_dir, cfg, data, rule, int(ckpt["step"]), device)

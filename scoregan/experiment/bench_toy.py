@@ -32,17 +32,25 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # heavy imports happen inside the functions, so the CLI parser stays light
-    import torch
+import numpy as np
+import torch
 
-    from scoregan.config import ExperimentConfig
-    from scoregan.data import Dataset
+from scoregan.data import Dataset, make_dataset
+from scoregan.experiment.bench_results import save_json_atomic, write_results
+from scoregan.experiment.callbacks import Callback, LoopState
+from scoregan.experiment.config import load_config
+from scoregan.experiment.configs import config_dir
+from scoregan.experiment.evaluation import compare_to_target, draw_samples
+from scoregan.experiment.loop import Trainer
+from scoregan.metrics import w2
+from scoregan.sampling.ode import integrate
+from scoregan.schema import ExperimentConfig
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "configs" / "toy"
+CONFIG_DIR = config_dir() / "toy"
 
 #: targets of the benchmark: name -> config overrides applied to a config written for 8 Gaussians
 TARGETS: dict[str, list[str]] = {
@@ -63,8 +71,6 @@ TORCHCFM_TRAINERS: tuple[str, ...] = ("torchcfm-icfm", "torchcfm-otcfm")
 
 def config_for(target: str, trainer: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """The benchmark config of ``trainer`` on ``target`` (the target's own file, else 8 Gaussians' re-pointed)."""
-    from scoregan.config import load_config
-
     if target not in TARGETS:
         raise ValueError(f"target {target!r} is not a benchmark target; allowed: {', '.join(TARGETS)}")
     own = CONFIG_DIR / f"{target}-{trainer}.yaml"
@@ -72,26 +78,22 @@ def config_for(target: str, trainer: str, overrides: Sequence[str] = ()) -> Expe
         return load_config(own, list(overrides))
     base = CONFIG_DIR / f"8gaussians-{trainer}.yaml"
     if not base.is_file():
-        raise ValueError(f"trainer {trainer!r} has no config {base.relative_to(REPO)}; "
+        raise ValueError(f"trainer {trainer!r} has no config toy/{base.name}; "
                          f"allowed: {', '.join(DEFAULT_TRAINERS + TORCHCFM_TRAINERS)}")
     return load_config(base, [*TARGETS[target], f"name={target}-{trainer}", *overrides])
 
 
-def _clock():
-    """A callback measuring the training steps alone (from the loop's start to the end of its last step)."""
-    from scoregan.trainers.callbacks import Callback
+class Clock(Callback):
+    """Times the training steps alone (from the loop's start to the end of its last step), wall and CPU."""
 
-    class Clock(Callback):
-        def __init__(self) -> None:
-            self.start = self.end = self.cpu_start = self.cpu_end = 0.0
+    def __init__(self) -> None:
+        self.start = self.end = self.cpu_start = self.cpu_end = 0.0
 
-        def on_fit_start(self, trainer) -> None:
-            self.start, self.cpu_start = time.perf_counter(), time.process_time()
+    def on_fit_start(self, trainer: LoopState) -> None:
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
-        def on_step_end(self, trainer, logs) -> None:
-            self.end, self.cpu_end = time.perf_counter(), time.process_time()
-
-    return Clock()
+    def on_step_end(self, trainer: LoopState, logs: dict[str, float]) -> None:
+        self.end, self.cpu_end = time.perf_counter(), time.process_time()
 
 
 @dataclass
@@ -131,39 +133,32 @@ class Entry:
 
 def _draws(sample: Callable[[int, torch.Generator], torch.Tensor], data: Dataset, *, n: int, n_draws: int,
            seed: int) -> tuple[list[float], dict[str, Any], torch.Tensor, float]:
-    """W2 over ``n_draws`` fresh (generated, target) draws; the full toy report of the first; its samples."""
-    import torch
-
-    from scoregan.metrics import toy_report, w2
-
+    """W2 over ``n_draws`` fresh (generated, target) draws; the full toy report of the first; its samples;
+    the mean sampling time. Draw i samples with seed + 1000 + i against targets drawn with seed + 5000 + i."""
     ws, report, first, sample_s = [], {}, None, 0.0
     for i in range(n_draws):
         t = time.perf_counter()
-        with torch.no_grad():
-            x = sample(n, torch.Generator().manual_seed(seed + 1000 + i)).detach().to("cpu", torch.float32)
+        x = draw_samples(sample, n, seed + 1000 + i)
         sample_s += time.perf_counter() - t
-        y = data.sample(n, generator=torch.Generator().manual_seed(seed + 5000 + i))
-        if not torch.isfinite(x).all():
-            return [math.inf] * n_draws, {"nonfinite_samples": int((~torch.isfinite(x)).any(1).sum())}, \
-                torch.nan_to_num(x), sample_s / (i + 1)
-        ws.append(w2(x, y))
+        metrics, _ = compare_to_target(x, data, reference_seed=seed + 5000 + i, metric_seed=seed + 7,
+                                       distances=("w2", "sliced_w2", "mmd2", "energy", "fd") if i == 0 else ("w2",),
+                                       heldout=False)
+        if "nonfinite_samples" in metrics:
+            return [math.inf] * n_draws, metrics, torch.nan_to_num(x), sample_s / (i + 1)
+        ws.append(metrics.pop("w2"))
         if i == 0:
-            first = x
-            report = toy_report(x, y, mixture=data.mixture, distances=("sliced_w2", "mmd2", "energy", "fd"),
-                                generator=torch.Generator().manual_seed(seed + 7))
+            first, report = x, metrics
     return ws, report, first, sample_s / n_draws
 
 
 def _run_scoregan(target: str, trainer: str, seed: int, overrides: list[str], run_dir: Path, n: int,
                   n_draws: int) -> tuple[Entry, torch.Tensor]:
-    from scoregan.trainers.loop import Trainer
-
     cfg = config_for(target, trainer, overrides)
     steps = cfg.train.steps
     cfg = config_for(target, trainer, [*overrides, f"train.seed={seed}", f"train.eval_every={steps}",
                                        f"train.checkpoint_every={steps}", "eval.figures=false",
                                        "train.progress=false", "tracking.mode=disabled", "eval.n_samples=256"])
-    clock = _clock()
+    clock = Clock()
     tr = Trainer(cfg, run_dir, callbacks=[clock])
     tr.fit()
     rule = tr.rule
@@ -185,12 +180,8 @@ def torchcfm_available() -> bool:
 def _run_torchcfm(target: str, variant: str, seed: int, data: Dataset, *, steps: int, batch_size: int,
                   sigma: float, n: int, n_draws: int) -> tuple[Entry, torch.Tensor]:
     """TorchCFM's I-CFM or OT-CFM as its examples train them, sampled with torchdiffeq dopri5 (1e-4)."""
-    import numpy as np
-    import torch
     from torchcfm.conditional_flow_matching import ConditionalFlowMatcher, ExactOptimalTransportConditionalFlowMatcher
     from torchcfm.models.models import MLP
-
-    from scoregan.sampling.ode import integrate
 
     torch.manual_seed(seed)
     np.random.seed(seed)  # TorchCFM's OT sampler draws pairs with numpy
@@ -227,11 +218,6 @@ def _run_torchcfm(target: str, variant: str, seed: int, data: Dataset, *, steps:
 
 
 def _floor(target: str, data: Dataset, n: int, n_draws: int) -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    from scoregan.metrics import w2
-
     ws = [w2(data.sample(n, generator=torch.Generator().manual_seed(9000 + i)),
              data.sample(n, generator=torch.Generator().manual_seed(5000 + i))) for i in range(n_draws)]
     return {"target": target, "w2_mean": float(np.mean(ws)), "w2_std": float(np.std(ws)), "w2_draws": ws}
@@ -253,8 +239,6 @@ def run_toy_benchmark(targets: Sequence[str] = DEFAULT_TARGETS, trainers: Sequen
     (target, trainer, seed) triples; the earlier run's budget must be the same (a ValueError otherwise).
     Returns the JSON payload.
     """
-    import torch
-
 
     for t in targets:
         if t not in TARGETS:
@@ -275,10 +259,6 @@ def run_toy_benchmark(targets: Sequence[str] = DEFAULT_TARGETS, trainers: Sequen
 
 def _run(targets, trainers, json_path, markdown_path, figure_path, steps, batch_size, seeds, n_samples, n_draws,
          torchcfm, overrides, log, resume=False) -> dict[str, Any]:
-    import torch
-
-    from scoregan.data import make_dataset
-
     use_cfm = torchcfm_available() if torchcfm is None else torchcfm
     if use_cfm and not torchcfm_available():
         raise ValueError("torchcfm=True but TorchCFM is not installed (pip install 'scoregan[bench]')")
@@ -349,8 +329,6 @@ def _run(targets, trainers, json_path, markdown_path, figure_path, steps, batch_
 def _resumed(json_path: Path, steps, batch_size, n_samples, n_draws, overrides
              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str], tuple[Any, Any]]]:
     """The rows, floors and figure points of an earlier run's JSON, after checking its budget matches."""
-    import torch
-
     old = json.loads(json_path.read_text())
     mine = {"steps": steps, "batch_size": batch_size, "n_samples": n_samples, "n_draws": n_draws,
             "overrides": list(overrides)}
@@ -367,56 +345,12 @@ def _resumed(json_path: Path, steps, batch_size, n_samples, n_draws, overrides
     return list(old["rows"]), list(old["floor"]), figure
 
 
-def save_json_atomic(payload: dict[str, Any], path: str | Path) -> None:
-    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
-
-
 def _points(x, n: int = 400) -> list[list[float]]:
     """The first n samples' first two coordinates, rounded (for the figure grid kept in the JSON)."""
     return [[round(float(a), 3), round(float(b), 3)] for a, b in x[:n, :2].tolist()]
 
 
-def write_results(payload: dict[str, Any], json_path: str | Path, md_path: str | Path | None = None,
-                  fig_path: str | Path | None = None) -> None:
-    """Write a benchmark payload as JSON, its Markdown table and its figure grid (paths default to
-    ``json_path`` with ``.md`` / ``.png``)."""
-    json_path = Path(json_path)
-    save_json_atomic(payload, json_path)
-    Path(md_path or json_path.with_suffix(".md")).write_text(markdown_table(payload))
-    targets = list(dict.fromkeys(r["target"] for r in payload["rows"]))
-    trainers = list(dict.fromkeys(r["trainer"] for r in payload["rows"]))
-    plot_grid(payload, targets, trainers, fig_path or json_path.with_suffix(".png"))
-
-
-def merge_results(json_paths: Sequence[str | Path], json_out: str | Path) -> dict[str, Any]:
-    """Merge benchmark JSON files (rows, floors, samples; the first file's settings, with the union of
-    targets, trainers and seeds) into one, and write it with its table and figure."""
-    payloads = [json.loads(Path(p).read_text()) for p in json_paths]
-    out = dict(payloads[0])
-    out["complete"] = all(p.get("complete", True) for p in payloads)
-    out["rows"] = [r for p in payloads for r in p["rows"]]
-    for r in out["rows"]:  # a diverged run: W2 None (older files wrote non-finite numbers)
-        if r.get("w2_draws") and not all(math.isfinite(w) for w in r["w2_draws"]):
-            r.update(w2_mean=None, w2_std=None, w2_draws=None)
-    out["floor"] = list({f["target"]: f for p in payloads for f in p["floor"]}.values())
-    out["samples"] = {k: v for p in payloads for k, v in p.get("samples", {}).items()}
-    out["reference"] = {k: v for p in payloads for k, v in p.get("reference", {}).items()}
-    settings = dict(out["settings"])
-    for key in ("targets", "trainers", "seeds"):
-        settings[key] = list(dict.fromkeys(v for p in payloads for v in p["settings"][key]))
-    out["settings"] = settings
-    write_results(out, json_out)
-    return out
-
-
 def _version(pkg: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(pkg)
     except PackageNotFoundError:
@@ -430,89 +364,6 @@ def _line(e: Entry) -> str:
         if "modes_covered" in e.report else ""
     return (f"{e.target:>12} {e.trainer:>16} seed {e.seed}: W2 {e.w2_mean:.3f} ± {e.w2_std:.3f}{modes} "
             f"train {e.train_wall_s:.1f}s NFE {e.nfe}")
-
-
-def markdown_table(payload: dict[str, Any]) -> str:
-    """Per target: one row per trainer (seeds pooled), plus the target-vs-target floor."""
-    import numpy as np
-
-    rows = payload["rows"]
-    s = payload["settings"]
-    out = ["# Toy benchmark", "",
-           (f"Budget: {s['steps'] or 'each config'} steps, batch {s['batch_size'] or 'each config'}; seeds {s['seeds']}; "
-           f"W2 = exact OT between {s['n_samples']} generated and {s['n_samples']} fresh target samples, mean ± std "
-           f"over {s['n_draws']} draws (per seed; seeds pooled); other metrics on the first draw (mean over seeds; "
-           f"modes covered listed per seed). NFE: network evaluations per sample. Train time: the training "
-           f"loop alone, wall clock and process CPU time. "
-           f"torch {payload['environment']['torch']}, {s['threads']} thread(s)."), ""]
-    if payload.get("note"):
-        out += [f"Note: {payload['note']}", ""]
-    for floor in payload["floor"]:
-        target = floor["target"]
-        sub = [r for r in rows if r["target"] == target]
-        if not sub:
-            continue
-        mixture = any("modes_covered" in r for r in sub)
-        head = "| trainer | W2 | sliced W2 | MMD² | " + ("modes covered | HQ fraction | " if mixture else "") + \
-            "train s (wall) | train s (CPU) | NFE |"
-        out += [f"## {target}", "", head, "|" + "---|" * (head.count("|") - 1)]
-        out.append(f"| *floor (target vs target)* | {floor['w2_mean']:.3f} ± {floor['w2_std']:.3f} | | | "
-                   + ("| | " if mixture else "") + "| | |")
-        for trainer in dict.fromkeys(r["trainer"] for r in sub):
-            rs = [r for r in sub if r["trainer"] == trainer]
-            draws = [w for r in rs for w in (r["w2_draws"] or [])]
-            diverged = sum(r["w2_draws"] is None for r in rs)
-            w2 = f"{np.mean(draws):.3f} ± {np.std(draws):.3f}" if draws else ""
-            if diverged:
-                w2 = (w2 + "; " if w2 else "") + f"diverged ({diverged} of {len(rs)} runs: non-finite samples)"
-            cells = [trainer, w2,
-                     _mean(rs, "sliced_w2", "{:.3f}"), _mean(rs, "mmd2", "{:.2e}")]
-            if mixture:
-                cells += ["/".join(str(r.get("modes_covered", "–")) for r in rs) + f" of {rs[0].get('n_modes', '?')}",
-                          _mean(rs, "hq_fraction", "{:.3f}")]
-            cells += [_mean(rs, "train_wall_s", "{:.1f}"), _mean(rs, "train_cpu_s", "{:.1f}"),
-                      str(round(float(np.mean([r["nfe"] for r in rs]))))]
-            out.append("| " + " | ".join(cells) + " |")
-        out.append("")
-    return "\n".join(out)
-
-
-def _mean(rows: list[dict[str, Any]], key: str, fmt: str) -> str:
-    vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
-    return fmt.format(sum(vals) / len(vals)) if vals else "–"
-
-
-def plot_grid(payload: dict[str, Any], targets: list[str], trainers: list[str], path: str | Path) -> Path:
-    """Scatter of each (trainer, target)'s samples (first two coordinates, as kept in the payload) over the
-    target's, in a grid: rows trainers, columns targets."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from scoregan.plotting import save_figure
-
-    nr, nc = len(trainers), len(targets)
-    fig, axes = plt.subplots(nr, nc, figsize=(2.2 * nc, 2.2 * nr), squeeze=False)
-    for j, target in enumerate(targets):
-        for i, trainer in enumerate(trainers):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            key = f"{target}/{trainer}"
-            if key in payload.get("samples", {}):
-                x, ref = payload["samples"][key], payload["reference"][target]
-                lim = max(abs(v) for p in ref for v in p) * 1.3
-                ax.scatter([p[0] for p in ref], [p[1] for p in ref], s=1, c="0.8")
-                ax.scatter([p[0] for p in x], [p[1] for p in x], s=1, c="C0")
-                ax.set_xlim(-lim, lim)
-                ax.set_ylim(-lim, lim)
-            if i == 0:
-                ax.set_title(target, fontsize=9)
-            if j == 0:
-                ax.set_ylabel(trainer, fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=80)
 
 
 # -------------------------------------------------------------------------------------- command line

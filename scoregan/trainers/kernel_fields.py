@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from scoregan.config import ConfigError, spec
+from scoregan.schema import ConfigError, spec
 from scoregan.objectives import KERNELS, Kernel, kernel
 
 

@@ -1,0 +1,228 @@
+"""The infinite-width neural tangent kernel of a fully connected network, as a :class:`Kernel`.
+
+``depth`` hidden layers in the NTK parametrisation (Jacot et al. 2018; Neural Tangents'
+``stax.Dense(W_std, b_std, parameterization='ntk')``), every entry of W^l, b^l ~ N(0, 1):
+
+    h¹(x) = σ_w/√d · W¹ x + σ_b b¹,   h^{l+1}(x) = σ_w/√n_l · W^{l+1} φ(h^l(x)) + σ_b b^{l+1},
+    f(x)  = h^{depth+1}(x) ∈ R.
+
+As every width n_l → ∞, f has the NNGP Σ = Σ^{(depth+1)} and the NTK Θ = Θ^{(depth+1)} of
+
+    Σ^{(1)}(x, y)   = σ_w² xᵀy / d + σ_b²,                      Θ^{(1)} = Σ^{(1)},
+    Σ^{(l+1)}(x, y) = σ_w² E[φ(u) φ(v)] + σ_b²,
+    Θ^{(l+1)}(x, y) = Σ^{(l+1)}(x, y) + σ_w² E[φ'(u) φ'(v)] Θ^{(l)}(x, y),
+    (u, v) ~ N(0, [[Σ^{(l)}(x, x), Σ^{(l)}(x, y)], [Σ^{(l)}(x, y), Σ^{(l)}(y, y)]]),
+
+with the expectations (duals) of ``kernels.ntk_duals``. Shapes: x (N, d), y (M, d) → (N, M);
+everything follows the inputs' dtype and device (docs/theory.md §8). The finite network and the
+empirical NTK live in :mod:`scoregan.diagnostics.ntk`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scoregan._checks import check_choice
+from scoregan.objectives.kernels.base import Kernel
+from scoregan.objectives.kernels.ntk_duals import QUADRATURE_NODES, NTKArch, arch_dual, ntk_arch
+from scoregan.objectives.kernels.tiling import BUDGETS, blockwise, check_inputs, tiles
+
+__all__ = ["NTK_KINDS", "NTKKernel", "infinite_ntk"]
+
+NTK_KINDS: tuple[str, ...] = ("ntk", "nngp")
+
+
+def _diagonal_chain(arch: NTKArch, a: Tensor) -> list[Tensor]:
+    """[Σ^{(1)}(x, x), ..., Σ^{(depth)}(x, x)]: the variances entering each activation (shape of a)."""
+    chain = [a]
+    for _ in range(arch.depth - 1):
+        a = arch.weight_std**2 * arch_dual(arch, a, a, a)[0] + arch.bias_std**2
+        chain.append(a)
+    return chain
+
+
+def _pair_recursion(arch: NTKArch, a_chain: list[Tensor], b_chain: list[Tensor], c: Tensor) -> tuple[Tensor, Tensor]:
+    """(Θ, Σ) of the read-out from Σ¹(x, y) = c and the variance chains of x and y.
+
+    Elementwise in broadcast (a, b, c): entry (i, j) depends on (a_l, b_l, c)[i, j] only.
+    """
+    w2, b2 = arch.weight_std**2, arch.bias_std**2
+    ntk = c
+    for a, b in zip(a_chain, b_chain):
+        nngp, dot = arch_dual(arch, a, b, c)
+        c = w2 * nngp + b2
+        ntk = c + w2 * dot * ntk
+    return ntk, c
+
+
+def _first_layer(arch: NTKArch, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Σ¹: a (N,), b (M,), c (N, M) = σ_w² ⟨·,·⟩ / d + σ_b²."""
+    scale = arch.weight_std**2 / x.shape[1]
+    b2 = arch.bias_std**2
+    return scale * (x * x).sum(1) + b2, scale * (y * y).sum(1) + b2, scale * (x @ y.T) + b2
+
+
+def infinite_ntk(
+    x: Tensor,
+    y: Tensor,
+    *,
+    depth: int,
+    activation: str,
+    weight_std: float = 1.0,
+    bias_std: float = 0.0,
+    negative_slope: float = 0.01,
+    method: str = "auto",
+) -> tuple[Tensor, Tensor]:
+    """Infinite-width (NTK, NNGP) of a fully connected network: x (N, d), y (M, d) → two (N, M).
+
+    ``depth`` hidden layers of ``activation`` followed by a linear read-out, in the NTK
+    parametrisation of Jacot et al. with Neural Tangents' conventions: the kernel of
+    ``stax.serial(*[stax.Dense(w, W_std, b_std, parameterization='ntk'), act] * depth,
+    stax.Dense(1, W_std, b_std, parameterization='ntk'))`` (recursion: module doc; duals:
+    ``kernels.ntk_duals``). weight_std σ_w > 0, bias_std σ_b ≥ 0 (0: no biases), negative_slope for leaky_relu.
+    method: "closed_form" (relu, leaky_relu, erf), "quadrature" (any activation), "auto".
+    Differentiable in x and y, with a finite subgradient at x = y (``kernels.ntk_duals``).
+    """
+    arch = ntk_arch(depth, activation, weight_std, bias_std, negative_slope, method)
+    x, y, _ = check_inputs(x, y, None, centres_name="y")
+    a, b, c = _first_layer(arch, x, y)
+    return _pair_recursion(arch, _diagonal_chain(arch, a[:, None]), _diagonal_chain(arch, b[None, :]), c)
+
+
+class NTKKernel(Kernel):
+    """k(x, y) = Θ(x, y) (kind "ntk") or Σ(x, y) (kind "nngp") of :func:`infinite_ntk`.
+
+    The x-gradient is exact through the recursion: Σ¹ enters k(x_i, y_j) only through
+    a_i = σ_w²‖x_i‖²/d + σ_b² and c_ij = σ_w² x_i·y_j/d + σ_b², so
+
+        ∇ₓk(x_i, y_j) = (2σ_w²/d) ∂k/∂a · x_i + (σ_w²/d) ∂k/∂c · y_j,
+
+    with the two scalars per pair from one backward pass through the elementwise recursion.
+    ``witness_grad`` sums them against the weights tile by tile, never forming the N × M × d
+    tensor: ∇D(x_i) = (2σ_w²/d) x_i Σ_j a_j ∂k_ij/∂a + (σ_w²/d) Σ_j a_j ∂k_ij/∂c y_j. Finite at
+    x = y (``kernels.ntk_duals``). Not translation invariant; positive semi-definite; no fused Triton spec.
+    """
+
+    name = "ntk"
+
+    def __init__(
+        self,
+        depth: int = 3,
+        activation: str = "relu",
+        weight_std: float = 1.0,
+        bias_std: float = 0.0,
+        negative_slope: float = 0.01,
+        kind: str = "ntk",
+        method: str = "auto",
+    ):
+        self.arch = ntk_arch(depth, activation, weight_std, bias_std, negative_slope, method)
+        self.kind = check_choice("kind", kind, NTK_KINDS)
+
+    def _params(self) -> dict[str, Any]:
+        a = self.arch
+        out: dict[str, Any] = {"depth": a.depth, "activation": a.activation, "weight_std": a.weight_std,
+                               "bias_std": a.bias_std}
+        if a.activation == "leaky_relu":
+            out["negative_slope"] = a.negative_slope
+        return {**out, "kind": self.kind, "method": a.method}
+
+    def _pick(self, ntk_nngp: tuple[Tensor, Tensor]) -> Tensor:
+        return ntk_nngp[0] if self.kind == "ntk" else ntk_nngp[1]
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        """k(x_i, y_j): (N, d), (M, d) → (N, M)."""
+        x, y, _ = check_inputs(x, y, None, centres_name="y")
+        a, b, c = _first_layer(self.arch, x, y)
+        chains = _diagonal_chain(self.arch, a[:, None]), _diagonal_chain(self.arch, b[None, :])
+        return self._pick(_pair_recursion(self.arch, *chains, c))
+
+    def _pair_coefficients(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(α, β), each (N, M), with ∇ₓk(x_i, y_j) = α_ij x_i + β_ij y_j.
+
+        α = (2σ_w²/d) ∂k/∂a, β = (σ_w²/d) ∂k/∂c. Without a graph to keep, the chain rule is
+        split: the variance chain a_l(a) of x is differentiated once per point (N,), the pair
+        recursion once per pair, in chunks of pairs (bounded memory even for quadrature). When
+        x or y requires grad, one differentiable backward pass keeps the result differentiable.
+        """
+        scale = self.arch.weight_std**2 / x.shape[1]
+        if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+            a, b, c = _first_layer(self.arch, x, y)
+            a_pairs, c = a[:, None].expand_as(c) * 1.0, c * 1.0
+            chains = _diagonal_chain(self.arch, a_pairs), _diagonal_chain(self.arch, b[None, :])
+            k = self._pick(_pair_recursion(self.arch, *chains, c))
+            g_a, g_c = torch.autograd.grad(k.sum(), (a_pairs, c), create_graph=True)
+            return 2.0 * scale * g_a, scale * g_c
+        with torch.no_grad():
+            a, b, c = _first_layer(self.arch, x, y)
+            b_chain = [t.reshape(-1) for t in _diagonal_chain(self.arch, b)]
+        with torch.enable_grad():
+            a_leaf = a.detach().requires_grad_(True)
+            a_chain = _diagonal_chain(self.arch, a_leaf)
+            # d a_l / d a_1 per point (the chain is elementwise, so the gradient of the sum is it).
+            slopes = [torch.ones_like(a)] + [
+                torch.autograd.grad(t.sum(), a_leaf, retain_graph=l < len(a_chain) - 1)[0]
+                for l, t in enumerate(a_chain[1:], start=1)
+            ]
+        a_chain = [t.detach() for t in a_chain]
+        n, m = c.shape
+        g_a, g_c = c.new_empty(n * m), c.new_empty(n * m)
+        rows = torch.arange(n, device=c.device).repeat_interleave(m)
+        cols = torch.arange(m, device=c.device).repeat(n)
+        flat_c = c.reshape(-1)
+        step = max(1, BUDGETS.ntk_grad // self._cost_per_pair())
+        for p in range(0, n * m, step):
+            i, j = rows[p : p + step], cols[p : p + step]
+            with torch.enable_grad():
+                a_leaves = [t[i].requires_grad_(True) for t in a_chain]
+                c_leaf = flat_c[p : p + step].clone().requires_grad_(True)
+                k = self._pick(_pair_recursion(self.arch, a_leaves, [t[j] for t in b_chain], c_leaf))
+                grads = torch.autograd.grad(k.sum(), [*a_leaves, c_leaf])
+            g_a[p : p + step] = sum(g * s[i] for g, s in zip(grads[:-1], slopes))
+            g_c[p : p + step] = grads[-1]
+        return 2.0 * scale * g_a.reshape(n, m), scale * g_c.reshape(n, m)
+
+    def _cost_per_pair(self) -> int:
+        """Rough number of scalars the pair recursion's autograd graph holds per pair."""
+        per_layer = 32
+        if not self.arch.closed_form:
+            per_layer *= QUADRATURE_NODES
+        return per_layer * self.arch.depth
+
+    def grad_x(self, x: Tensor, y: Tensor) -> Tensor:
+        """∂k(x_i, y_j)/∂x_i = α_ij x_i + β_ij y_j: (N, d), (M, d) → (N, M, d)."""
+        x, y, _ = check_inputs(x, y, None, centres_name="y")
+        alpha, beta = self._pair_coefficients(x, y)
+        return alpha[..., None] * x[:, None, :] + beta[..., None] * y[None, :, :]
+
+    def witness_grad(
+        self,
+        x: Tensor,
+        centres: Tensor,
+        weights: Tensor | None = None,
+        *,
+        backend: str = "auto",
+        precision: str = "ieee",
+        chunk_size: int | None = None,
+    ) -> Tensor:
+        """∇D(x_i) = Σ_j a_j ∇ₓk(x_i, y_j) without the N × M × d tensor: (N, d), (M, d), (M,) → (N, d).
+
+        backend "auto" / "torch" (no fused Triton kernel exists for this kernel; "triton" is a
+        ValueError); precision is accepted for interface compatibility (no TF32 here).
+        """
+        x, centres, weights = self._check_grad_args(x, centres, weights, backend, precision, chunk_size)
+        if backend == "triton":
+            raise ValueError(f"backend='triton' is not available for kernel {self.name!r}: it has no fused spec")
+        n, m, d = x.shape[0], centres.shape[0], x.shape[1]
+        if n == 0 or m == 0:
+            return x.new_zeros(n, d)
+        bn, bm = tiles(n, m, chunk_size)
+
+        def tile(qi: slice, cj: slice) -> Tensor:
+            alpha, beta = self._pair_coefficients(x[qi], centres[cj])
+            w = weights[cj]
+            return x[qi] * (alpha @ w)[:, None] + (beta * w) @ centres[cj]
+
+        return blockwise(n, m, bn, bm, tile)
