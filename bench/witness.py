@@ -3,7 +3,7 @@
 Methods (``--methods``):
   torch-ieee, torch-tf32   the chunked torch path, ``Kernel.witness_grad(backend="torch")``
   autograd                 torch autograd of the chunked witness ``Kernel.witness`` (per query block)
-  fused-ieee, fused-tf32   the fused Triton kernel, ``fused_witness_grad`` (scoregan.sampling.fused_witness)
+  fused-ieee, fused-tf32   the fused Triton kernel, ``fused_witness_grad`` (scoregan.objectives.kernels.fused)
 
 Each row: median of several CUDA-event timed repeats after warm-up; the floor 4·N·M·d / (TF32
 matmul rate measured in the same run); the max over a subsample of rows of the relative error
@@ -36,7 +36,7 @@ from scoregan.objectives.kernels import (
     kernel,
     median_bandwidth,
 )
-from scoregan.sampling import fused_witness as fw
+from scoregan.objectives.kernels import fused as fw
 
 DEFAULT_SIZES = "65536x2,65536x16,65536x64,65536x784,32768x3072"
 DEFAULT_METHODS = "torch-ieee,torch-tf32,autograd,fused-ieee,fused-tf32"
@@ -347,7 +347,7 @@ def sweep(args) -> list[dict[str, Any]]:
     for s in [s for s in args.sizes.split(",") if s]:
         n, d = (int(v) for v in s.split("x"))
         x, y, a = make_problem(n, n, d, seed=3)
-        kind, params = fw._check_spec(make_kernel("gaussian", x, y).fused_spec(x, y))
+        spec = make_kernel("gaussian", x, y).fused_spec(x, y)
         floor = 4.0 * n * n * d / (args.ceilings["tf32"] * 1e12) * 1e3
         for prec in args.sweep_precisions.split(","):
             own = fw.select_path(d, prec)
@@ -356,10 +356,10 @@ def sweep(args) -> list[dict[str, Any]]:
                 for kw in SWEEP.get(f"{path}-{prec}", []):
                     kw = dict(kw)
                     if kw.get("block_d") == -2:  # gram with room for the ones column
-                        kw["block_d"] = fw._pow2(d + 1, 16)
+                        kw["block_d"] = fw.gram_block_d(d + 1)
                     cfg = fw.LaunchConfig(**kw, path=path)
-                    def fn(x=x, y=y, a=a, kind=kind, params=params, prec=prec, cfg=cfg):
-                        return fw._launch(x, y, a, kind, params, prec, cfg)
+                    def fn(x=x, y=y, a=a, spec=spec, prec=prec, cfg=cfg):
+                        return fw.fused_witness_grad(x, y, a, spec, prec, config=cfg)
 
                     try:
                         med = statistics.median(cuda_time(fn, 1, 5, 2.0))
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="N:d:backend:precision,... for the Langevin throughput rows ('' to skip)")
     p.add_argument("--langevin-steps", type=int, default=5)
     p.add_argument("--two-phase-gemm", default=None, choices=("cublas", "mixed", "triton"),
-                   help="products of the two-phase path (default: fused_witness.TWO_PHASE_GEMM)")
+                   help="products of the two-phase path (default: kernels.fused.FUSED_SETTINGS)")
     p.add_argument("--check", action="store_true", help="correctness on CUDA for every kind and path, then exit")
     p.add_argument("--sweep", action="store_true", help="time launch configurations (at --sizes), then exit")
     p.add_argument("--sweep-precisions", default="tf32")
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     global DEVICE
     DEVICE = args.device
     if args.two_phase_gemm:
-        fw.TWO_PHASE_GEMM = args.two_phase_gemm
+        fw.FUSED_SETTINGS.two_phase_gemm = args.two_phase_gemm
     if DEVICE == "cuda" and not torch.cuda.is_available():
         print("no CUDA device (use --device cpu for a smoke run in Triton's interpreter)")
         return 2
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         name, sms = "cpu (Triton interpreter)", 0
     info = dict(device=name, sms=sms, torch=torch.__version__, triton=triton.__version__,
-                two_phase_gemm=fw.TWO_PHASE_GEMM)
+                two_phase_gemm=fw.FUSED_SETTINGS.two_phase_gemm)
     print(info, flush=True)
     if args.check:
         return 0 if check(args) else 1

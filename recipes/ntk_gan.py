@@ -1,6 +1,6 @@
 """The NTK view of GANs: finite against infinite width, and the particle flows the NTK drives.
 
-Two studies (DESIGN.md §5; Franceschi et al., "A Neural Tangent Kernel Perspective of GANs", 2022):
+Two studies (docs/theory.md §8; Franceschi et al., "A Neural Tangent Kernel Perspective of GANs", 2022):
 
 1. **Finite against infinite width.** On a fixed set γ (32 two-moons points as "real", 32 points of
    N(0, 0.5² I) as "generated", in 2-D), discriminators :class:`~scoregan.diagnostics.ntk.NTKMLP`
@@ -29,7 +29,7 @@ Two studies (DESIGN.md §5; Franceschi et al., "A Neural Tangent Kernel Perspect
    time 1 (IPM: f_t = t·witness, so t is absorbed by the step size) or 20 (least squares, GAN: long
    enough for their nonlinearity to act; with short training every loss reduces to the IPM flow). We report the final energy distance and W2 (exact OT)
    between the particles and the target points over the seeds, the curves of the energy distance,
-   and the trajectories. Expected (DESIGN.md §5): without biases the ReLU NTK discriminator is
+   and the trajectories. Expected (docs/theory.md §8): without biases the ReLU NTK discriminator is
    positively 1-homogeneous, its MMD only sees the norm-weighted directions of the points, and the
    flow stalls short of the target; with biases it converges. The recipe checks that claim and
    writes the verdict to the table.
@@ -58,10 +58,10 @@ import torch
 from torch import Tensor
 
 from scoregan.data.toys import TwoMoons, eight_gaussians
-from scoregan.diagnostics.ntk import NTKMLP, NTKKernel
+from scoregan.diagnostics.ntk import NTKMLP
 from scoregan.diagnostics.ntk_flows import KernelDiscriminator, particle_flow
 from scoregan.objectives import kernel as make_kernel
-from scoregan.objectives.kernels import Kernel
+from scoregan.objectives.kernels import Kernel, NTKKernel
 from scoregan.plotting import save_figure
 
 F64 = torch.float64

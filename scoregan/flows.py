@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from scoregan._autograd import input_gradient
 from scoregan._checks import check_matrix
 from scoregan.objectives.divergences import Divergence, as_divergence
 from scoregan.objectives.generator_losses import GeneratorLoss, as_generator_loss
@@ -100,14 +101,14 @@ def fgan_velocity_from_discriminator(x: torch.Tensor, discriminator: Callable[[t
     check_matrix("x", x)
     div = as_divergence(divergence)
     loss = as_generator_loss(generator_loss)
-    with torch.enable_grad():
-        xg = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
+
+    def ell(xg: torch.Tensor) -> torch.Tensor:
         raw = discriminator(xg)
         if raw.ndim == 2 and raw.shape[1] == 1:
             raw = raw[:, 0]
-        _check_vector("discriminator(x)", raw, x.shape[0])
-        (grad,) = torch.autograd.grad(loss.of_log_ratio(raw, div).sum(), xg, create_graph=create_graph)
-    return -grad
+        return loss.of_log_ratio(_check_vector("discriminator(x)", raw, x.shape[0]), div)
+
+    return -input_gradient(ell, x, create_graph=create_graph)
 
 
 # ---------------------------------------------------------------------------------------- IPM-GANs

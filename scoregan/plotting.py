@@ -22,11 +22,12 @@ def save_figure(fig: plt.Figure, path: str | Path, *, dpi: int = 110, close: boo
     return path
 
 
-def _project(x: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+def project_2d(x: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    """x (N, d) in the plane of ``basis`` (3, d) from :func:`pca_basis`, (N, 2); x itself when None."""
     return x if basis is None else (x - basis[0]) @ basis[1:].T
 
 
-def _pca_basis(ref: torch.Tensor) -> torch.Tensor | None:
+def pca_basis(ref: torch.Tensor) -> torch.Tensor | None:
     """(3, d): the mean and the top-2 principal directions of ``ref`` (None in 2-D)."""
     if ref.shape[1] == 2:
         return None
@@ -46,12 +47,12 @@ def plot_samples(samples: torch.Tensor, reference: torch.Tensor, path: str | Pat
     ncols = 2 if image_shape else 1
     fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 5), squeeze=False)
     ax = axes[0, 0]
-    basis = _pca_basis(reference)
-    r, s = _project(reference, basis), _project(samples, basis)
+    basis = pca_basis(reference)
+    r, s = project_2d(reference, basis), project_2d(samples, basis)
     ax.scatter(r[:, 0], r[:, 1], s=3, c="0.65", alpha=0.5, label="target", rasterized=True)
     ax.scatter(s[:, 0], s[:, 1], s=3, c="tab:orange", alpha=0.6, label="generated", rasterized=True)
     if means is not None:
-        m = _project(means.detach().double().cpu(), basis)
+        m = project_2d(means.detach().double().cpu(), basis)
         ax.scatter(m[:, 0], m[:, 1], marker="x", c="k", s=30, label="modes")
     lo = torch.minimum(r.quantile(0.001, dim=0), r.min(0).values) - 0.5
     hi = torch.maximum(r.quantile(0.999, dim=0), r.max(0).values) + 0.5

@@ -580,3 +580,76 @@ def test_cuda_paths_match_float64(d):
                 err = (got.double() - ref).abs().max() / ref.abs().max()
                 assert err < (1e-4 if precision == "ieee" else 5e-3), (name, backend, precision, err.item())
     assert torch.backends.cuda.matmul.fp32_precision == flag
+
+
+# ------------------------------------------------------------------------- kernel_witness
+
+
+def _gaussian_reference(x, centres, weights, h):
+    """Σ_j a_j exp(−‖x − y_j‖² / (2h²)) in float64 from exact differences (N,)."""
+    s = ((x[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+    return torch.exp(-s / (2 * h * h)) @ weights
+
+
+@pytest.mark.parametrize("d", [3, 7])  # exact differences and the expansion
+def test_kernel_witness_value_and_grad_equal_a_float64_reference(d):
+    p = torch.randn(11, d, generator=gen(40), dtype=F64)
+    q = torch.randn(8, d, generator=gen(41), dtype=F64) + 0.5
+    x = torch.randn(9, d, generator=gen(42), dtype=F64)
+    alpha, beta = torch.rand(11, generator=gen(43), dtype=F64), torch.rand(8, generator=gen(44), dtype=F64)
+    h = K.median_bandwidth(q, p)  # pooled [p; q], as resolve_kernel(kernel, negative, positive)
+    w = K.kernel_witness(kernel("gaussian", bandwidth="median"), p, q, alpha, beta)
+    assert isinstance(w, K.Witness) and w.kernel.bandwidth == h and w.dim == d
+    centres, a = torch.cat([p, q]), torch.cat([alpha, -beta])
+    torch.testing.assert_close(w.value(x), _gaussian_reference(x, centres, a, h), rtol=1e-12, atol=1e-14)
+    xr = x.clone().requires_grad_(True)
+    (auto,) = torch.autograd.grad(_gaussian_reference(xr, centres, a, h).sum(), xr)
+    torch.testing.assert_close(w.grad(x, backend="torch"), auto, rtol=1e-10, atol=1e-12)
+    # uniform weights by default: +1/M_p, −1/M_n
+    u = K.kernel_witness(kernel("gaussian", bandwidth=h), p, q)
+    a_u = torch.cat([torch.full((11,), 1 / 11, dtype=F64), torch.full((8,), -1 / 8, dtype=F64)])
+    torch.testing.assert_close(u.value(x), _gaussian_reference(x, centres, a_u, h), rtol=1e-12, atol=1e-14)
+    # positive terms only, with the kernel still resolved from both samples
+    only = K.kernel_witness(kernel("gaussian", bandwidth="median"), p, q, alpha, negative_centres=False)
+    torch.testing.assert_close(only.value(x), _gaussian_reference(x, p, alpha, h), rtol=1e-12, atol=1e-14)
+
+
+def test_kernel_witness_is_differentiable_in_the_samples_for_a_gradient_penalty():
+    p = torch.randn(6, 5, generator=gen(45), dtype=F64).requires_grad_(True)
+    q = torch.randn(7, 5, generator=gen(46), dtype=F64).requires_grad_(True)
+    x = torch.randn(4, 5, generator=gen(47), dtype=F64).requires_grad_(True)
+    h = 1.3
+    w = K.kernel_witness(kernel("gaussian", bandwidth=h), p, q)
+    a = torch.cat([torch.full((6,), 1 / 6, dtype=F64), torch.full((7,), -1 / 7, dtype=F64)])
+
+    def penalty(value):
+        (gx,) = torch.autograd.grad(value.sum(), x, create_graph=True)
+        return ((gx.norm(dim=1) - 1) ** 2).mean()
+
+    got = torch.autograd.grad(penalty(w.value(x)), (p, q))
+    want = torch.autograd.grad(penalty(_gaussian_reference(x, torch.cat([p, q]), a, h)), (p, q))
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+def test_kernel_witness_median_bandwidth_is_independent_of_the_queries():
+    p = torch.randn(30, 2, generator=gen(48))
+    q = torch.randn(25, 2, generator=gen(49)) * 2
+    x = torch.randn(40, 2, generator=gen(50)) * 3
+    w = K.kernel_witness(kernel("gaussian", bandwidth="median"), p, q)
+    fixed = K.kernel_witness(kernel("gaussian", bandwidth=K.median_bandwidth(q, p)), p, q)
+    torch.testing.assert_close(w.value(x[:5]), w.value(x)[:5])
+    torch.testing.assert_close(w.grad(x[:5]), w.grad(x)[:5])
+    torch.testing.assert_close(w.value(x), fixed.value(x))
+    torch.testing.assert_close(w.grad(x), fixed.grad(x))
+
+
+def test_kernel_witness_bad_input_names_the_argument():
+    p, q = torch.randn(4, 3, dtype=F64), torch.randn(5, 3, dtype=F64)
+    k = kernel("gaussian")
+    with pytest.raises(ValueError, match="negative_weights must be non-negative"):
+        K.kernel_witness(k, p, q, negative_weights=-torch.ones(5, dtype=F64))
+    with pytest.raises(ValueError, match="positive_weights has 3 entries"):
+        K.kernel_witness(k, p, q, positive_weights=torch.ones(3, dtype=F64))
+    with pytest.raises(ValueError, match="generated"):
+        K.kernel_witness(k, p, q[:, :2], names=("data", "generated"))

@@ -35,6 +35,7 @@ from scoregan.metrics import (
     toy_report,
     w2,
 )
+from scoregan.objectives import kernels
 from scoregan.scores import GaussianMixture
 
 F64 = torch.float64
@@ -221,8 +222,33 @@ def test_mmd2_matches_the_written_out_u_statistic(monkeypatch):
     want = naive_mmd2(x, y, lambda u, v: math.exp(-((u - v) ** 2).sum() / (2 * h * h)))
     got = mmd2(torch.from_numpy(x), torch.from_numpy(y), bandwidth=h)
     assert got.value == pytest.approx(want, rel=1e-12) and got.bandwidth == h
-    monkeypatch.setattr(common, "CHUNK_ELEMENTS", 10)  # blocks of 1–2 rows
+    monkeypatch.setattr(kernels.BUDGETS, "tile", 10)  # blocks of 1–2 rows
     assert mmd2(x, y, bandwidth=h).value == pytest.approx(want, rel=1e-12)
+
+
+def test_shared_kernel_mmd2_is_the_metric():
+    # scoregan.objectives.kernels.mmd2 (the estimator the trainers use) gives the metric's value
+    # exactly, for a fixed and for the metric's median bandwidth, and the V-statistic is the plain mean.
+    g = gen(21)
+    x = torch.randn(40, 3, generator=g, dtype=F64)
+    y = torch.randn(30, 3, generator=g, dtype=F64) + 0.5
+    for bandwidth in (0.7, "median"):
+        res = mmd2(x, y, bandwidth=bandwidth)
+        shared = kernels.mmd2(kernels.kernel("gaussian", bandwidth=res.bandwidth), x, y)
+        assert shared.ndim == 0 and float(shared) == res.value
+    k = kernels.kernel("gaussian", bandwidth=0.7)
+    v = kernels.mmd2(k, x, y, unbiased=False)
+    assert float(v) == pytest.approx(float(k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()), rel=1e-12)
+    # a median kernel is resolved once on the pooled [y; x] (max 1024 points) for all three terms
+    med = kernels.mmd2(kernels.kernel("gaussian", bandwidth="median"), x, y)
+    h = kernels.median_bandwidth(x, y)
+    assert float(med) == pytest.approx(float(kernels.mmd2(kernels.kernel("gaussian", bandwidth=h), x, y)), rel=1e-14)
+    # differentiable in both samples (the trainers' losses)
+    xr, yr = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    gx, gy = torch.autograd.grad(kernels.mmd2(k, xr, yr), (xr, yr))
+    assert torch.isfinite(gx).all() and torch.isfinite(gy).all() and gx.abs().sum() > 0
+    with pytest.raises(ValueError, match="at least 2"):
+        kernels.mmd2(k, x[:1], y)
 
 
 def test_mmd2_of_the_same_array_is_negative():
@@ -310,7 +336,7 @@ def test_energy_distance_matches_the_written_out_u_statistic(monkeypatch):
     # energy = 2 E‖X−Y‖ − E‖X−X'‖ − E‖Y−Y'‖ is the U-statistic of the kernel −‖x − y‖.
     want = naive_mmd2(x, y, lambda u, v: -math.sqrt(((u - v) ** 2).sum()))
     assert energy_distance(x, y) == pytest.approx(want, rel=1e-12)
-    monkeypatch.setattr(common, "CHUNK_ELEMENTS", 10)
+    monkeypatch.setattr(kernels.BUDGETS, "tile", 10)
     assert energy_distance(x, y) == pytest.approx(want, rel=1e-12)
 
 

@@ -15,10 +15,11 @@ from scoregan.config import ConfigError, load_config
 from scoregan.data import make_dataset
 from scoregan.models import ScoreNet, dsm_loss
 from scoregan.experiment.callbacks import StopAtStep
+from scoregan.experiment.runs import build_rule
 from scoregan.trainers import TRAINERS, get_rule
 from scoregan.trainers.base import StepContext
 from scoregan.trainers.flow_matching import minibatch_ot_permutation
-from scoregan.trainers.kernels import mmd2
+from scoregan.objectives.kernels import mmd2
 from scoregan.experiment.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,9 +46,8 @@ def rule_for(name: str, *overrides: str, config: str | None = None):
     cfg = load_config(config, [f"trainer.name={name}", *FAST, *SMALL_NETS.get(name, []), *overrides])
     data = make_dataset(cfg.data)
     torch.manual_seed(0)
-    rule = get_rule(cfg.trainer.name)(cfg, data, torch.device("cpu"), F64)
-    rule.build()
-    return rule, cfg, data
+    cfg.train.dtype = "float64"
+    return build_rule(cfg, data, torch.device("cpu")), cfg, data
 
 
 def make_ctx(cfg, data, step=1, seed=0):

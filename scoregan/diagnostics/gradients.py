@@ -11,7 +11,7 @@ saturating: −softplus(v); WGAN: −v), so −ℓ_G' > 0 and the particle moves
 direction statistics below therefore use ∇ₓ v; the magnitude statistics report ‖∇ₓ v‖ itself
 (the loss-specific positive factor σ(−v) is left out so the numbers compare across losses).
 
-* :func:`discriminator_gradient`: ∇ₓ v(x), (N, d) → (N, d), one batched vjp (the discriminator must
+* :func:`discriminator_gradient`: ∇ₓ v(x), (N, d) → (N, d), one batched backward pass (the discriminator must
   act row-wise, as an MLP does; modules are evaluated in eval mode and left unchanged).
 * :func:`mode_alignment`: for a mixture target with means μ_1..μ_K, the cosine between a velocity
   u_i and the direction μ_{c(i)} − x_i to the nearest mean c(i) = argmin_c ‖x_i − μ_c‖: +1 when the
@@ -25,8 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.func import vjp
-
+from scoregan._autograd import input_gradient
 from scoregan._checks import check_matrix
 from scoregan.diagnostics.steepness import batch_stats, eval_mode
 
@@ -37,23 +36,11 @@ __all__ = ["cosine_alignment", "discriminator_gradient", "discriminator_gradient
 def discriminator_gradient(discriminator: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """∇ₓ v(x_i) for every row of ``x`` (N, d): a tensor (N, d) on x's device and dtype.
 
-    ``discriminator`` maps (N, d) to raw outputs (N,) (or (N, 1)); computed as the vjp of the batch
-    with a cotangent of ones, exact for a row-wise discriminator. Parameters get no gradients.
+    ``discriminator`` maps (N, d) to raw outputs (N,) (or (N, 1)); one backward pass for the batch
+    (:func:`scoregan._autograd.input_gradient`), exact for a row-wise discriminator, in eval mode.
     """
-    check_matrix("x", x)
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-
-    def flat(inp: torch.Tensor) -> torch.Tensor:
-        out = discriminator(inp)
-        if out.shape not in ((inp.shape[0],), (inp.shape[0], 1)):
-            raise ValueError(f"discriminator must map (N, d) to (N,) or (N, 1); got {tuple(inp.shape)} -> {tuple(out.shape)}")
-        return out.reshape(inp.shape[0])
-
-    with eval_mode(discriminator), torch.no_grad():
-        out, pullback = vjp(flat, x.detach())
-        (grad,) = pullback(torch.ones_like(out))
-    return grad
+    with eval_mode(discriminator):
+        return input_gradient(discriminator, x, name="discriminator")
 
 
 def cosine_alignment(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from scoregan.objectives.kernels.ntk import NTK_KINDS, NTKKernel, infinite_ntk
 from scoregan.objectives.kernels.ntk_duals import (
     ACTIVATIONS,
     CLOSED_FORM_ACTIVATIONS,
-    METHODS,
+    NTK_METHODS,
     activation_pair,
     dual_activation,
     ntk_arch,
@@ -36,7 +36,7 @@ from scoregan.objectives.kernels.tiling import check_inputs
 __all__ = [
     "ACTIVATIONS",
     "CLOSED_FORM_ACTIVATIONS",
-    "METHODS",
+    "NTK_METHODS",
     "NTKMLP",
     "NTK_KINDS",
     "NTKKernel",

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from scoregan._autograd import input_gradient
 from scoregan._checks import check_choice, check_int, check_matrix, check_positive
 from scoregan.objectives.kernels import Kernel, real_number, resolve_kernel
 
@@ -86,14 +87,6 @@ def _generator_slope(loss: str, generator_loss: str, f: Tensor) -> Tensor:
     return torch.sigmoid(f) if saturating else torch.sigmoid(-f)
 
 
-def _input_grad(f0: Function, x: Tensor) -> Tensor:
-    """∇ₓ f0(x) by autograd: (N, d) → (N, d)."""
-    with torch.enable_grad():
-        xr = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(f0(xr).sum(), xr)
-    return g
-
-
 @dataclass
 class KernelDiscriminator:
     """f(x) = f_0(x) + Σ_j coef_j k(x, centres_j): the trained infinite-width discriminator.
@@ -117,7 +110,7 @@ class KernelDiscriminator:
     def grad(self, x: Tensor) -> Tensor:
         """∇ₓ f(x): (N, d) → (N, d)."""
         out = self.kernel.witness_grad(x, self.centres, self.coef)
-        return out if self.f0 is None else out + _input_grad(self.f0, x).to(out)
+        return out if self.f0 is None else out + input_gradient(self.f0, x).to(out)
 
 
 def _check_sets(real: Tensor, fake: Tensor) -> None:

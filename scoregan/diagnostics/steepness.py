@@ -50,7 +50,7 @@ from scoregan._checks import check_choice, check_int, check_matrix, check_positi
 
 __all__ = ["SteepnessResult", "batch_stats", "eval_mode", "jacobian_products", "spectral_norm_batch", "steepness"]
 
-METHODS = ("lanczos", "power")
+EIGEN_METHODS = ("lanczos", "power")
 # Lanczos solves its small tridiagonal eigenproblem (for the residual test) every few products
 # only: a batched (N, j, j) eigh costs about a third of a Jacobian product on the CPU.
 _CHECK_EVERY = 3
@@ -221,7 +221,7 @@ def spectral_norm_batch(generator: Callable[[torch.Tensor], torch.Tensor], z: to
         raise ValueError(f"z must be a floating-point tensor, got dtype {z.dtype}")
     check_int("iters", iters, minimum=1)
     check_positive("tol", tol)
-    check_choice("method", method, METHODS)
+    check_choice("method", method, EIGEN_METHODS)
     v = _start(z, rng, v0)
     with eval_mode(generator), torch.no_grad():
         _, jv, jtu = jacobian_products(generator, z.detach())

@@ -1,6 +1,6 @@
 """Guidance fields ψ for the Langevin sampler: ∇ψ is added to the score, ψ (when known) to the log-density.
 
-Two kinds (DESIGN.md §4):
+Two kinds (docs/theory.md §10):
 
 - :class:`KernelGuidance`: ψ = the closed-form kernel witness between a reference data set
   y_1..y_M and the CURRENT particles x_1..x_N, recomputed at every step,
@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from scoregan._autograd import input_gradient
 from scoregan._checks import check_choice, check_matrix
 from scoregan.objectives.kernels import Witness, kernel_witness
 
@@ -316,11 +317,7 @@ class DiscriminatorGuidance(Guidance):
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         """∇ψ(x) (N, d) by autograd (ψ is per-sample, so the gradient of Σ_n ψ(x_n) is row-wise)."""
-        xi = self._net_input(x).requires_grad_(True)
-        with torch.enable_grad():
-            psi = self.log_ratio(xi)
-            (g,) = torch.autograd.grad(psi.sum(), xi)
-        return g.to(dtype=x.dtype, device=x.device)
+        return input_gradient(self.log_ratio, self._net_input(x)).to(dtype=x.dtype, device=x.device)
 
     def __repr__(self) -> str:
         return f"DiscriminatorGuidance({type(self.discriminator).__name__}, link={self.link!r}, dim={self.dim})"
@@ -379,7 +376,4 @@ class LatentGuidance(Guidance):
             return self._psi(self._net_input(z)).to(dtype=z.dtype, device=z.device)
 
     def grad(self, z: torch.Tensor) -> torch.Tensor:
-        zi = self._net_input(z).requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(self._psi(zi).sum(), zi)
-        return g.to(dtype=z.dtype, device=z.device)
+        return input_gradient(self._psi, self._net_input(z)).to(dtype=z.dtype, device=z.device)

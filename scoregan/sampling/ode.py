@@ -29,13 +29,13 @@ from scoregan._checks import check_choice, check_int, check_matrix, check_positi
 
 ADAPTIVE_METHODS: tuple[str, ...] = ("dopri5", "dopri8", "bosh3", "adaptive_heun")
 FIXED_METHODS: tuple[str, ...] = ("euler", "midpoint", "rk4")
-METHODS: tuple[str, ...] = ADAPTIVE_METHODS + FIXED_METHODS
+ODE_METHODS: tuple[str, ...] = ADAPTIVE_METHODS + FIXED_METHODS
 DIVERGENCE_MODES: tuple[str, ...] = ("auto", "exact", "hutchinson")
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 
 __all__ = [
-    "METHODS",
+    "ODE_METHODS",
     "ADAPTIVE_METHODS",
     "FIXED_METHODS",
     "ODESolution",
@@ -65,7 +65,7 @@ class LikelihoodSolution:
 
 
 def _solver_options(method: str, t0: float, t1: float, steps: int | None, atol: float, rtol: float) -> dict:
-    check_choice("method", method, METHODS)
+    check_choice("method", method, ODE_METHODS)
     check_positive("atol", atol)
     check_positive("rtol", rtol)
     if method in FIXED_METHODS:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from scoregan._checks import check_int, check_matrix
+from scoregan.plotting import pca_basis, project_2d
 
 __all__ = ["plot_guidance_field", "plot_before_after"]
 
@@ -141,25 +142,23 @@ def plot_before_after(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from scoregan.plotting import _pca_basis, _project
-
     check_matrix("reference", reference)
     check_matrix("before", before, dim=reference.shape[1])
     check_matrix("after", after, dim=reference.shape[1])
     ref = reference.detach().to("cpu", torch.float64)
-    basis = _pca_basis(ref)
-    r = _project(ref, basis).numpy()
+    basis = pca_basis(ref)
+    r = project_2d(ref, basis).numpy()
     lo = np.minimum(np.quantile(r, 0.001, axis=0), r.min(0)) - 0.5
     hi = np.maximum(np.quantile(r, 0.999, axis=0), r.max(0)) + 0.5
     fig = Figure(figsize=(10.4, 5))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     for ax, pts, title in zip(axes, (before, after), titles):
-        p = _project(pts.detach().to("cpu", torch.float64), basis).numpy()
+        p = project_2d(pts.detach().to("cpu", torch.float64), basis).numpy()
         ax.scatter(r[:, 0], r[:, 1], s=3, c="0.65", alpha=0.5, label="target", rasterized=True)
         ax.scatter(p[:, 0], p[:, 1], s=3, c="tab:orange", alpha=0.6, label="samples", rasterized=True)
         if means is not None:
-            m = _project(means.detach().to("cpu", torch.float64), basis).numpy()
+            m = project_2d(means.detach().to("cpu", torch.float64), basis).numpy()
             ax.scatter(m[:, 0], m[:, 1], marker="x", c="k", s=30, label="modes")
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(lo[1], hi[1])

@@ -24,13 +24,15 @@ from typing import Any
 
 import torch
 
+from scoregan._autograd import input_gradient
 from scoregan.schema import ConfigError, TrainerConfig, spec
 from scoregan.models import MLP, Discriminator
 from scoregan.objectives import DIVERGENCES, GENERATOR_LOSSES, Divergence, GeneratorLoss, divergence, generator_loss
+from scoregan.objectives.kernels import kernel_witness, mmd2
 from scoregan.trainers.base import StepContext
 from scoregan.trainers.generator import GeneratorRule
 from scoregan.trainers.registry import register_trainer
-from scoregan.trainers.kernel_fields import KernelFields, build_kernel, mmd2
+from scoregan.trainers.kernel_fields import KernelFields, build_kernel
 
 
 @dataclass
@@ -45,8 +47,7 @@ def gradient_penalty(disc: Callable[[torch.Tensor], torch.Tensor], real: torch.T
                      rng: torch.Generator, center: float = 1.0) -> torch.Tensor:
     """E[(‖∇ₓD(x̂)‖ − center)²] on x̂ = εx + (1 − ε)x̃, ε ~ U[0, 1] per pair (Gulrajani et al. 2017)."""
     eps = torch.rand(real.shape[0], 1, generator=rng, device=real.device, dtype=real.dtype)
-    xhat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(disc(xhat).sum(), xhat, create_graph=True)
+    grad = input_gradient(disc, eps * real + (1 - eps) * fake, create_graph=True)
     return (grad.norm(dim=1) - center).pow(2).mean()
 
 
@@ -279,11 +280,8 @@ class MMDGAN(AdversarialRule):
         return -mmd2(self.kernel, real_out, fake_out, unbiased=self.tcfg.unbiased)
 
     def penalised(self, real_out, fake_out):
-        n, m = real_out.shape[0], fake_out.shape[0]
-        centres = torch.cat([real_out, fake_out])
-        a = torch.cat([real_out.new_full((n,), 1.0 / n), fake_out.new_full((m,), -1.0 / m)])
-        k = self.kernel.resolve(real_out, fake_out)  # the kernel of d_loss's MMD², not one per query
-        return lambda x: k(self.D(x), centres) @ a
+        witness = kernel_witness(self.kernel, real_out, fake_out)  # the kernel of d_loss's MMD², not one per query
+        return lambda x: witness.value(self.D(x))
 
     def generator_objective(self, ctx: StepContext, fake: torch.Tensor) -> torch.Tensor:
         return mmd2(self.kernel, self.D(fake), self.D(ctx.real()), unbiased=self.tcfg.unbiased)

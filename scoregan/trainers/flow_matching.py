@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from scoregan._checks import check_choice, check_matrix
 from scoregan.schema import ConfigError, NetConfig, TrainerConfig, spec
 from scoregan.models.score_nets import EMBEDDINGS, VelocityNet
-from scoregan.sampling.ode import FIXED_METHODS, METHODS, LikelihoodSolution, integrate, log_likelihood
+from scoregan.sampling.ode import FIXED_METHODS, ODE_METHODS, LikelihoodSolution, integrate, log_likelihood
 from scoregan.trainers.base import StepContext, UpdateRule
 from scoregan.trainers.ema import EMA
 from scoregan.trainers.registry import register_trainer
@@ -101,7 +101,7 @@ class CFMConfig(TrainerConfig):
     embedding: str = spec("sinusoidal", choices=EMBEDDINGS, help="time embedding of v(x, t)")
     embed_dim: int = spec(16, min=2, help="width of the sinusoidal time embedding")
     ema: float = spec(0.0, min=0, max=0.99999, help="EMA decay of the sampling copy of v (0: sample with v itself)")
-    solver: str = spec("dopri5", choices=METHODS, help="ODE solver for sampling")
+    solver: str = spec("dopri5", choices=ODE_METHODS, help="ODE solver for sampling")
     ode_steps: int | None = spec(None, min=1, help="steps of a fixed-grid solver (euler, midpoint, rk4)")
     atol: float = spec(1e-4, min=0, exclusive_min=True, help="absolute tolerance of an adaptive solver")
     rtol: float = spec(1e-4, min=0, exclusive_min=True, help="relative tolerance of an adaptive solver")

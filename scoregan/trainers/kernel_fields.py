@@ -1,5 +1,5 @@
 """The kernel choice of the kernel-based rules (kernel flow-matching GAN, GMMN, MMD-GAN), typed for
-configs, and the MMD² estimator those rules train with.
+configs (they train with :func:`scoregan.objectives.kernels.mmd2` and ``kernel_witness``).
 
 Every kernel of :mod:`scoregan.objectives.kernels` is a config away::
 
@@ -15,8 +15,6 @@ Every kernel of :mod:`scoregan.objectives.kernels` is a config away::
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
 
 from scoregan.schema import ConfigError, spec
 from scoregan.objectives import KERNELS, Kernel, kernel
@@ -59,18 +57,3 @@ def build_kernel(c: KernelFields) -> Kernel:
     if name == "polyharmonic":
         return kernel("polyharmonic", order=c.order, dim=c.kernel_dim, eps=c.eps)
     return kernel("coulomb", dim=c.kernel_dim, eps=c.eps)
-
-
-def mmd2(k: Kernel, x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = True) -> torch.Tensor:
-    """MMD²(x, y) for samples x (N, d), y (M, d), differentiable in both: the U-statistic
-    Σ_{i≠i'} k(x_i, x_i')/(N(N−1)) + Σ_{j≠j'} k(y_j, y_j')/(M(M−1)) − 2 mean k(x_i, y_j), or with
-    ``unbiased=False`` the V-statistic (diagonals included)."""
-    k = k.resolve(x, y)  # one kernel for the three terms (a median bandwidth from the pooled [y; x])
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    n, m = x.shape[0], y.shape[0]
-    if unbiased:
-        xx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-        yy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    else:
-        xx, yy = kxx.mean(), kyy.mean()
-    return xx + yy - 2 * kxy.mean()

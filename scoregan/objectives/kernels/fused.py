@@ -5,13 +5,13 @@ For queries x (N, d), centres y (M, d), weights a (M,) and a fused spec (``profi
     G_i = ∇ₓ D(x_i) = 2 Σ_j c_ij (x_i − y_j) = 2 (x_i Σ_j c_ij − Σ_j c_ij y_j),   c_ij = a_j φ'(s_ij),
 
 G: (N, d), with the N × M matrix never held beyond a tile, except on the two-phase path, which
-holds one (N, M_c) slab of C at a time (``SLAB_BYTES``). Paths (``select_path``):
+holds one (N, M_c) slab of C at a time (``FUSED_SETTINGS.slab_bytes``). Paths (``select_path``):
 
 * "direct" (d ≤ 4): exact differences, no matrix product, only S = 0 is coincident;
 * "gram" (4 < d ≤ 64, "tf32"): flash-attention style, both products by ``tl.dot`` per tile;
 * "two_phase" (d > 64, or "ieee" with d > 4): per slab S = X Yᵀ (cuBLAS), C = a φ'(S) in place
-  (Triton), ACC += C Y (cuBLAS); ``TWO_PHASE_GEMM`` "mixed" / "triton" are the measured
-  alternatives (docs/benchmarks.md).
+  (Triton), ACC += C Y (cuBLAS); ``FUSED_SETTINGS.two_phase_gemm`` = "mixed" / "triton" are the
+  measured alternatives (docs/benchmarks.md).
 
 Numerics (the contract of the torch path, ``kernels.tiling``): inputs are cast to float32
 (float64 takes ``witness_grad_reference``), shifted by the centres' mean; on the expansion paths
@@ -24,11 +24,9 @@ point raises a ValueError that says so.
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import sys
 import threading
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -36,183 +34,24 @@ import torch
 from torch import Tensor
 
 from scoregan._checks import check_choice, check_int, check_matrix
+from scoregan.objectives.kernels.fused_config import (
+    DIRECT_MAX_D,
+    FUSED_SETTINGS,
+    FoldedConstants,
+    LaunchConfig,
+    check_spec,
+    coincidence_tol,
+    default_config,
+    fold_constants,
+    gram_block_d,
+    select_path,
+)
 from scoregan.objectives.kernels.profiles import FusedSpec, cancellation_tol, spec_profile_grad
 from scoregan.objectives.kernels.tiling import EXACT_MAX_D, PRECISIONS, matmul_precision
 
-__all__ = ["DIRECT_MAX_D", "GRAM_MAX_D", "KINDS", "SLAB_BYTES", "TWO_PHASE_GEMM", "LaunchConfig", "check_spec",
-           "coincidence_tol", "default_config", "fused_available", "fused_witness_grad", "gram_block_d",
-           "interpreter_twin", "load_triton_kernels", "select_path", "witness_grad_reference"]
-
-_KIND_CODES: dict[str, int] = {
-    "gaussian": 0,
-    "gaussian_mix": 1,
-    "imq": 2,
-    "laplace": 4,
-    "energy": 5,
-    "poly_power": 6,
-    "poly_log": 7,
-}
-_IMQ_HALF = 3  # imq with beta = −1/2: (c² + s)^(−3/2) = rsqrt(c² + s)³
-_N_PARAMS: dict[str, int | None] = {
-    "gaussian": 1,
-    "gaussian_mix": None,
-    "imq": 2,
-    "laplace": 1,
-    "energy": 0,
-    "poly_power": 3,
-    "poly_log": 3,
-}
-KINDS: tuple[str, ...] = tuple(_KIND_CODES)
-
-_LOG2E = 1.0 / math.log(2.0)
-_LN2 = math.log(2.0)
-
-# Path thresholds on d (module doc) and the default size of the large-d C slab.
-DIRECT_MAX_D = EXACT_MAX_D  # the torch path's exact-difference range: the two agree pair by pair
-GRAM_MAX_D = 64
-SLAB_BYTES = 1 << 30
-# Products of the two-phase path: "cublas" (torch.mm + a Triton epilogue pass over the slab),
-# "mixed" (Triton GEMM with the epilogue fused, then torch.addmm) or "triton" (both in Triton).
-TWO_PHASE_GEMM = "cublas"
-
-
-@dataclass(frozen=True)
-class _Consts:
-    """The numbers a kernel needs for one spec: codes, folded constants, output scale."""
-
-    kind: int
-    nmix: int
-    snap: bool
-    q: tuple[float, float, float]
-    out_scale: float
-    mix: tuple[float, ...]  # (rate_1, coef_1, rate_2, coef_2, ...) for gaussian_mix
-
-
-def check_spec(spec: Any) -> tuple[str, tuple[float, ...]]:
-    """(kind, params as floats) of a valid spec for the fused kernels, else ValueError naming ``spec``."""
-    kind, params = getattr(spec, "kind", None), getattr(spec, "params", None)
-    if kind not in _KIND_CODES or not isinstance(params, tuple):
-        raise ValueError(
-            f"spec must be a FusedSpec(kind, params) with kind one of {', '.join(map(repr, KINDS))}, got {spec!r}"
-        )
-    want = _N_PARAMS[kind]
-    if (want is None and (len(params) < 2 or len(params) % 2)) or (want is not None and len(params) != want):
-        shape = "an even number ≥ 2 of" if want is None else f"{want}"
-        raise ValueError(f"spec {kind!r} needs {shape} params, got {len(params)}: {params!r}")
-    try:
-        vals = tuple(float(v) for v in params)
-    except (TypeError, ValueError):
-        raise ValueError(f"spec.params must be real numbers, got {params!r}") from None
-    if not all(math.isfinite(v) for v in vals):
-        raise ValueError(f"spec.params must be finite, got {params!r}")
-    if kind in ("gaussian", "gaussian_mix", "laplace"):
-        widths = vals if kind != "gaussian_mix" else vals[: len(vals) // 2]
-        if any(h <= 0 for h in widths):
-            raise ValueError(f"spec {kind!r} needs positive bandwidths, got {params!r}")
-    if kind == "imq" and vals[0] == 0:
-        raise ValueError(f"spec 'imq' needs c != 0 (φ' is singular at s = 0 otherwise), got {params!r}")
-    if kind in ("poly_power", "poly_log") and vals[2] < 0:
-        raise ValueError(f"spec {kind!r} needs eps2 >= 0, got {params!r}")
-    return kind, vals
-
-
-def _consts(kind: str, p: tuple[float, ...]) -> _Consts:
-    """Fold the spec into the kernels' constants: φ'(s) = out_scale/2 · f(s) (f as in ``_coef``)."""
-    code, nmix, mix, q, scale = _KIND_CODES[kind], 0, (), (0.0, 0.0, 0.0), 1.0
-    if kind == "gaussian":
-        rate = 1.0 / (2.0 * p[0] ** 2)
-        q, scale = (-rate * _LOG2E, 0.0, 0.0), -rate
-    elif kind == "gaussian_mix":
-        half = len(p) // 2
-        nmix = half
-        mix = tuple(
-            v for h, w in zip(p[:half], p[half:]) for v in (-_LOG2E / (2.0 * h * h), -w / (2.0 * h * h))
-        )
-    elif kind == "imq":
-        c, beta = p
-        code = _IMQ_HALF if beta == -0.5 else code
-        q, scale = (c * c, beta - 1.0, 0.0), beta
-    elif kind == "laplace":
-        q, scale = (-_LOG2E / p[0], 0.0, 0.0), -1.0 / (2.0 * p[0])
-    elif kind == "energy":
-        scale = -0.5
-    elif kind == "poly_power":
-        pw, sign, eps2 = p
-        q, scale = (eps2, pw / 2.0 - 1.0, 0.0), sign * pw / 2.0
-    else:  # poly_log
-        pw, sign, eps2 = p
-        q, scale = (eps2, pw / 2.0 - 1.0, (pw / 2.0) * _LN2), sign * 0.5
-    snap = kind not in ("gaussian", "gaussian_mix")
-    return _Consts(code, nmix, snap, q, 2.0 * scale, mix)
-
-
-def select_path(d: int, precision: str = "tf32") -> str:
-    """The code path for dimension d: "direct" (d ≤ 4), "gram" (TF32 and d ≤ 64), else "two_phase".
-
-    With IEEE products the two-phase path (cuBLAS SGEMM + a fused Triton epilogue) beats Triton's
-    FMA-based ``tl.dot`` already at d = 16 on an H100, so "ieee" takes it for every d > 4.
-    """
-    if d <= DIRECT_MAX_D:
-        return "direct"
-    return "gram" if precision == "tf32" and d <= GRAM_MAX_D else "two_phase"
-
-
-
-def coincidence_tol(kind: str, d: int, precision: str = "ieee") -> float:
-    """The tol of the coincidence snap S ≤ tol (‖x‖² + ‖y‖²) that the fused kernel applies for this
-    kind, dimension and precision (module doc): 0 for the gaussian kinds (no snap) and on the direct
-    path (exact S), else ``cancellation_tol(float32, d, precision)``. Pass it to
-    :func:`witness_grad_reference` to compare pair by pair."""
-    if kind in ("gaussian", "gaussian_mix") or select_path(d, precision) == "direct":
-        return 0.0
-    return cancellation_tol(torch.float32, d, precision)
-
-
-@dataclass(frozen=True)
-class LaunchConfig:
-    """Tile sizes and launch options of one path (zero or empty fields: the defaults)."""
-
-    block_n: int
-    block_m: int
-    block_d: int = 0  # gram: padded d; two_phase: phase-2 d tile
-    block_k: int = 0  # two_phase: K tile of both phases
-    num_warps: int = 4
-    num_stages: int = 2
-    slab_cols: int = 0  # two_phase: centres per slab (0: from SLAB_BYTES)
-    y_t_for_cy: bool = True  # gram: load the C·Y operand K-major from Yᵀ
-    path: str = ""  # force "direct" (d ≤ 4), "gram" or "two_phase"; "" = select_path(d, precision)
-    gemm: str = ""  # two_phase: "cublas", "mixed" or "triton" ("": TWO_PHASE_GEMM)
-    fold: bool = True  # gram, gaussian: constants folded into the operands (exp2 of a dot + 2 adds)
-
-
-def _pow2(n: int, lo: int) -> int:
-    return max(lo, 1 << max(0, (n - 1).bit_length()))
-
-
-def gram_block_d(d: int) -> int:
-    """Padded d of the gram tiles (the ones column is used when d < this, i.e. for free)."""
-    return _pow2(d, 16)
-
-
-def default_config(d: int, precision: str, cuda: bool) -> LaunchConfig:
-    """Tile sizes by path, d and precision (CUDA: chosen on an H100; CPU: small interpreter tiles)."""
-    path = select_path(d, precision)
-    if not cuda:  # interpreter: small tiles so that tests cross tile borders
-        if path == "direct":
-            return LaunchConfig(block_n=16, block_m=32)
-        if path == "gram":
-            return LaunchConfig(block_n=32, block_m=32, block_d=gram_block_d(d))
-        return LaunchConfig(block_n=32, block_m=32, block_d=32, block_k=32)
-    if path == "direct":  # 16 pairs per thread and tile: 80 registers at d = 2, no spills
-        if d <= 2:
-            return LaunchConfig(block_n=64, block_m=64, num_warps=8, num_stages=1)
-        return LaunchConfig(block_n=32, block_m=64, num_warps=4, num_stages=1)
-    if path == "gram":  # wgmma for both products; no spills up to d = 64
-        return LaunchConfig(block_n=128, block_m=64, block_d=gram_block_d(d), num_warps=8, num_stages=3)
-    if TWO_PHASE_GEMM == "cublas":  # the Triton part is the memory-bound epilogue over the slab
-        return LaunchConfig(block_n=32, block_m=64, num_warps=4, num_stages=1, gemm="cublas")
-    return LaunchConfig(block_n=128, block_m=128, block_d=128, block_k=32, num_warps=8, num_stages=3,
-                        gemm=TWO_PHASE_GEMM)
+__all__ = ["DIRECT_MAX_D", "FUSED_SETTINGS", "LaunchConfig", "check_spec", "coincidence_tol", "default_config",
+           "fused_available", "fused_witness_grad", "gram_block_d", "interpreter_twin", "load_triton_kernels",
+           "select_path", "witness_grad_reference"]
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -347,7 +186,7 @@ def _launch(
     tk = _kernels_for(x.device)
     cfg = config or default_config(d, precision, x.device.type == "cuda")
     path = cfg.path or select_path(d, precision)
-    k = _consts(kind, params)
+    k = fold_constants(kind, params)
     # the snap tolerance of the arithmetic that forms S: none for the exact differences of the direct
     # path (only S = 0 is coincident there), the expansion's rounding otherwise
     tol = 0.0 if path == "direct" else cancellation_tol(torch.float32, d, precision)
@@ -392,7 +231,7 @@ def _launch(
 
 
 def _two_phase(
-    tk: ModuleType, xs: Tensor, ys: Tensor, xsq: Tensor, ysq: Tensor, a: Tensor, mix: Tensor, k: _Consts,
+    tk: ModuleType, xs: Tensor, ys: Tensor, xsq: Tensor, ysq: Tensor, a: Tensor, mix: Tensor, k: FoldedConstants,
     scalars: tuple[float, ...], precision: str, cfg: LaunchConfig,
 ) -> Tensor:
     """Per slab of M_c centres: C = a φ'(S) (phase 1), then ACC += C Y (phase 2); (N, d).
@@ -405,9 +244,9 @@ def _two_phase(
     n, d = xs.shape
     m = ys.shape[0]
     dev = xs.device
-    gemm = cfg.gemm or TWO_PHASE_GEMM
+    gemm = cfg.gemm or FUSED_SETTINGS.two_phase_gemm
     block_k, block_d = cfg.block_k or 32, cfg.block_d or 64  # Triton products only
-    mc = cfg.slab_cols or max(cfg.block_m, (SLAB_BYTES // (4 * n)) // cfg.block_m * cfg.block_m)
+    mc = cfg.slab_cols or max(cfg.block_m, (FUSED_SETTINGS.slab_bytes // (4 * n)) // cfg.block_m * cfg.block_m)
     mc = min(mc, _cdiv(m, cfg.block_m) * cfg.block_m)
     slab = torch.empty(n * mc, dtype=torch.float32, device=dev)
     rsp = torch.empty(_cdiv(mc, cfg.block_m), n, dtype=torch.float32, device=dev)

@@ -33,12 +33,12 @@ from torch import Tensor, nn
 from scoregan._checks import check_choice, check_int, check_positive
 from scoregan.objectives.kernels.tiling import BUDGETS, real_number
 
-__all__ = ["ACTIVATIONS", "CLOSED_FORM_ACTIVATIONS", "METHODS", "QUADRATURE_NODES", "NTKArch", "activation_pair",
+__all__ = ["ACTIVATIONS", "CLOSED_FORM_ACTIVATIONS", "NTK_METHODS", "QUADRATURE_NODES", "NTKArch", "activation_pair",
            "arch_dual", "dual_activation", "ntk_arch"]
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "erf", "sigmoid", "tanh", "softplus", "gelu")
 CLOSED_FORM_ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "erf")
-METHODS: tuple[str, ...] = ("auto", "closed_form", "quadrature")
+NTK_METHODS: tuple[str, ...] = ("auto", "closed_form", "quadrature")
 
 # |ρ| ≥ 1 − _SNAP_ULPS·eps counts as |ρ| = 1 (θ = 0 or π).
 _SNAP_ULPS = 16.0
@@ -284,7 +284,7 @@ def ntk_arch(depth, activation, weight_std, bias_std, negative_slope=0.01, metho
     weight_std = check_positive("weight_std", real_number("weight_std", weight_std))
     bias_std = check_positive("bias_std", real_number("bias_std", bias_std), allow_zero=True)
     negative_slope = real_number("negative_slope", negative_slope)
-    check_choice("method", method, METHODS)
+    check_choice("method", method, NTK_METHODS)
     if method == "closed_form" and activation not in CLOSED_FORM_ACTIVATIONS:
         raise ValueError(
             f"method='closed_form' is not available for activation={activation!r}; closed forms exist for "
