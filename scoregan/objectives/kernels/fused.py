@@ -23,6 +23,8 @@ point raises a ValueError that says so.
 
 from __future__ import annotations
 
+import importlib
+
 import importlib.util
 import os
 import sys
@@ -69,8 +71,8 @@ _TWIN_NAME = "scoregan.objectives.kernels._triton_kernels_interpreted"
 
 def load_triton_kernels() -> ModuleType:
     """``kernels.triton_kernels`` (importing triton, an optional dependency), else a ValueError saying why."""
-    try:
-        from scoregan.objectives.kernels import triton_kernels  # noqa: PLC0415 (optional: imports triton)
+    try:  # imported on demand: that module imports triton, an optional dependency
+        triton_kernels = importlib.import_module("scoregan.objectives.kernels.triton_kernels")
     except Exception as err:  # ImportError, or triton failing to initialise
         raise ValueError(
             "backend='triton' needs triton and scoregan.objectives.kernels.triton_kernels "
