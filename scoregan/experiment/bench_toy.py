@@ -151,8 +151,10 @@ def _draws(sample: Callable[[int, torch.Generator], torch.Tensor], data: Dataset
     return ws, report, first, sample_s / n_draws
 
 
-def _run_scoregan(target: str, trainer: str, seed: int, overrides: list[str], run_dir: Path, n: int,
-                  n_draws: int) -> tuple[Entry, torch.Tensor]:
+def run_scoregan(target: str, trainer: str, seed: int, overrides: list[str], run_dir: Path, n: int,
+                 n_draws: int) -> tuple[Entry, torch.Tensor]:
+    """Train ``trainer`` on ``target`` with ``seed`` into ``run_dir`` (the training loop timed alone), then
+    measure it: W2 over ``n_draws`` draws of ``n`` samples, the toy report, sampling time and NFE."""
     cfg = config_for(target, trainer, overrides)
     steps = cfg.train.steps
     cfg = config_for(target, trainer, [*overrides, f"train.seed={seed}", f"train.eval_every={steps}",
@@ -177,8 +179,8 @@ def torchcfm_available() -> bool:
     return True
 
 
-def _run_torchcfm(target: str, variant: str, seed: int, data: Dataset, *, steps: int, batch_size: int,
-                  sigma: float, n: int, n_draws: int) -> tuple[Entry, torch.Tensor]:
+def run_torchcfm(target: str, variant: str, seed: int, data: Dataset, *, steps: int, batch_size: int,
+                 sigma: float, n: int, n_draws: int) -> tuple[Entry, torch.Tensor]:
     """TorchCFM's I-CFM or OT-CFM as its examples train them, sampled with torchdiffeq dopri5 (1e-4)."""
     from torchcfm.conditional_flow_matching import ConditionalFlowMatcher, ExactOptimalTransportConditionalFlowMatcher
     from torchcfm.models.models import MLP
@@ -309,14 +311,14 @@ def _run(targets, trainers, json_path, markdown_path, figure_path, steps, batch_
                 for trainer in ours:
                     if (target, trainer, seed) in done:
                         continue
-                    entry, x = _run_scoregan(target, trainer, seed, budget, Path(tmp) / f"{target}-{trainer}-{seed}",
+                    entry, x = run_scoregan(target, trainer, seed, budget, Path(tmp) / f"{target}-{trainer}-{seed}",
                                              n_samples, n_draws)
                     record(entry, x, ref)
                 for variant in theirs:
                     if (target, variant, seed) in done:
                         continue
                     cfg = config_for(target, "cfm", budget)
-                    entry, x = _run_torchcfm(target, variant, seed, data, steps=cfg.train.steps,
+                    entry, x = run_torchcfm(target, variant, seed, data, steps=cfg.train.steps,
                                              batch_size=cfg.train.batch_size, sigma=cfg.trainer.sigma, n=n_samples,
                                              n_draws=n_draws)
                     record(entry, x, ref)

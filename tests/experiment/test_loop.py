@@ -15,49 +15,26 @@ import torch
 
 from scoregan.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from scoregan.config import load_config
-from scoregan.experiment.runs import load_run
 from scoregan.experiment.callbacks import StopAtStep
-from scoregan.trainers import TRAINERS
 from scoregan.experiment.loop import Trainer
+from scoregan.experiment.runs import load_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+
 CONFIGS = {"nsgan": ROOT / "configs/toy/8gaussians-nsgan.yaml", "wgan-gp": ROOT / "configs/toy/8gaussians-wgan-gp.yaml"}
-
 
 def _cfg(name, tiny, *extra):
     return load_config(CONFIGS[name], [*tiny, "train.steps=20", "train.checkpoint_every=5", "train.eval_every=10",
                                        "train.log_every=1", *extra])
 
 
-def _params(run_dir):
-    ck = load_checkpoint(Path(run_dir) / "checkpoints/last.pt")
-    return ck["step"], ck["rule"]
-
-
 def _rows(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
-
-@pytest.mark.parametrize("name", ["nsgan", "wgan-gp"])
-def test_resume_is_bit_identical(tmp_path, tiny_overrides, name):
-    cfg = _cfg(name, tiny_overrides)
-    Trainer(cfg, tmp_path / "straight").fit()
-    first = Trainer(cfg, tmp_path / "resumed", callbacks=[StopAtStep(10)]).fit()
-    assert first.step == 10 and first.stopped_early
-    Trainer(cfg, tmp_path / "resumed", resume=True).fit()
-
-    step_a, rule_a = _params(tmp_path / "straight")
-    step_b, rule_b = _params(tmp_path / "resumed")
-    assert step_a == step_b == 20
-    for net in rule_a["modules"]:
-        for k, v in rule_a["modules"][net].items():
-            assert torch.equal(v, rule_b["modules"][net][k]), f"{net}.{k} differs after resume"
-    for opt in rule_a["optimizers"]:
-        for pid, st in rule_a["optimizers"][opt]["state"].items():
-            assert torch.equal(st["exp_avg"], rule_b["optimizers"][opt]["state"][pid]["exp_avg"])
-    rows_a, rows_b = _rows(tmp_path / "straight"), _rows(tmp_path / "resumed")
-    assert rows_a == rows_b  # losses and eval metrics, line for line
-    assert sum(r["kind"] == "eval" for r in rows_a) == 2
+class _CtrlC(StopAtStep):
+    def on_step_end(self, trainer, logs):
+        if trainer.step == self.stop_step:
+            raise KeyboardInterrupt
 
 
 def test_resume_truncates_lines_logged_after_the_checkpoint(tmp_path, tiny_overrides):
@@ -133,13 +110,6 @@ def test_float64_runs(tmp_path, tiny_overrides):
     assert next(run.generator.parameters()).dtype == torch.float64 and res.step == 3
 
 
-def test_registered_rules_have_typed_configs():
-    assert {"nsgan", "wgan-gp"} <= set(TRAINERS)
-    for name, rule in TRAINERS.items():
-        cfg = load_config(None, [f"trainer.name={name}"])
-        assert isinstance(cfg.trainer, rule.Config)
-
-
 def test_a_fresh_run_never_overwrites_an_existing_one(tmp_path, tiny_overrides):
     cfg = _cfg("nsgan", tiny_overrides, "train.steps=2")
     Trainer(cfg, tmp_path).fit()
@@ -170,12 +140,6 @@ def test_a_resume_that_does_not_fit_leaves_the_run_as_it_was(tmp_path, tiny_over
         Trainer(load_config(tmp_path / "config.yaml", ["model.generator.hidden=[8]"]), tmp_path, resume=True)
     assert {p: (tmp_path / p).read_bytes() for p in before} == before
     assert Trainer(load_config(tmp_path / "config.yaml", ["train.steps=4"]), tmp_path, resume=True).fit().step == 4
-
-
-class _CtrlC(StopAtStep):
-    def on_step_end(self, trainer, logs):
-        if trainer.step == self.stop_step:
-            raise KeyboardInterrupt
 
 
 def test_ctrl_c_says_whether_the_run_can_continue(tmp_path, tiny_overrides):

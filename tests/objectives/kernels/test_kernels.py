@@ -527,7 +527,7 @@ def test_triton_backend_without_fused_module_is_a_clear_error(monkeypatch):
     torch.testing.assert_close(k.witness_grad(z, z, precision="tf32"), k.witness_grad(z, z, precision="ieee"))
 
 
-_FUSED = Path(__file__).resolve().parents[1] / "scoregan" / "objectives" / "kernels" / "triton_kernels.py"
+_FUSED = Path(__file__).resolve().parents[3] / "scoregan" / "objectives" / "kernels" / "triton_kernels.py"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
@@ -553,7 +553,7 @@ for name, p in [("gaussian", {"bandwidth": 1.1}), ("gaussian", {"bandwidth": [0.
 print("ok")
 """
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     env["PYTHONPATH"] = f"{root}{os.pathsep}{env.get('PYTHONPATH', '')}"
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
                           timeout=120)

@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from scoregan.sampling.ode import divergence_exact, divergence_hutchinson, integrate, log_likelihood
+from scoregan.sampling.ode import (
+    divergence_exact,
+    divergence_hutchinson,
+    integrate,
+    log_likelihood,
+)
 
 F64 = torch.float64
 MU = torch.tensor([1.5, -0.5], dtype=F64)

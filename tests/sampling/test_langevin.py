@@ -27,7 +27,6 @@ from scoregan.scores import GaussianMixture
 
 F64 = torch.float64
 
-
 def w2(a: torch.Tensor, b: torch.Tensor) -> float:
     """Exact W2 between two equal-size empirical measures (optimal assignment)."""
     try:
@@ -40,10 +39,8 @@ def w2(a: torch.Tensor, b: torch.Tensor) -> float:
     r, c = linear_sum_assignment(cost)
     return float(np.sqrt(cost[r, c].mean()))
 
-
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
 
 def w2_floor(target: GaussianMixture, ref: torch.Tensor, repeats: int = 3) -> float:
     """The sampling floor: mean W2 between ``ref`` and independent target samples of the same size.
@@ -52,11 +49,9 @@ def w2_floor(target: GaussianMixture, ref: torch.Tensor, repeats: int = 3) -> fl
     """
     return float(np.mean([w2(target.sample(ref.shape[0], gen(100 + i)), ref) for i in range(repeats)]))
 
-
 def mixture_2d() -> GaussianMixture:
     means = torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, 3.0]], dtype=F64)
     return GaussianMixture(means, torch.tensor([0.3, 0.5, 0.4], dtype=F64), torch.tensor([0.5, 0.3, 0.2], dtype=F64))
-
 
 def assert_same_mean_log_density(target: GaussianMixture, x: torch.Tensor, n_ref: int = 20_000) -> None:
     """E_x[log p(x)] of the samples equals E_p[log p] within 4 standard errors.
@@ -70,7 +65,6 @@ def assert_same_mean_log_density(target: GaussianMixture, x: torch.Tensor, n_ref
     diff = (lp.mean() - lr.mean()).item()
     assert abs(diff) < 4 * se, (diff, se)
 
-
 class LogRatio:
     """The exact "discriminator" v(x) = log p_d(x) − log p_g(x), (N, d) → (N,)."""
 
@@ -79,6 +73,28 @@ class LogRatio:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.p_d.log_prob(x) - self.p_g.log_prob(x)
+
+# ------------------------------------------------------------------------------------- MALA
+def mixture_1d() -> GaussianMixture:
+    return GaussianMixture(torch.tensor([[-1.5], [1.0]], dtype=F64), torch.tensor([0.5, 0.8], dtype=F64),
+                           torch.tensor([0.35, 0.65], dtype=F64))
+
+def mixture_cdf(gm: GaussianMixture):
+    mu = gm.means[:, 0].numpy()
+    sd = gm.component_stds.numpy()
+    w = gm.weights.numpy()
+    return lambda t: (w * stats.norm.cdf((np.asarray(t)[:, None] - mu) / sd)).sum(axis=1)
+
+def overlapping_modes() -> GaussianMixture:
+    """p_d: three modes close enough (separation 2.4–3 std) for unannealed Langevin to mix."""
+    return GaussianMixture(torch.tensor([[-1.2, 0.0], [1.2, 0.0], [0.0, 1.5]], dtype=F64),
+                           torch.tensor([0.5, 0.5, 0.5], dtype=F64), torch.tensor([0.4, 0.35, 0.25], dtype=F64))
+
+def broad_gaussian() -> GaussianMixture:
+    """p_g = N(0, 2² I)."""
+    return GaussianMixture(torch.zeros(1, 2, dtype=F64), torch.tensor([2.0], dtype=F64))
+
+# ------------------------------------------------------------------------------- trained runs
 
 
 # ------------------------------------------------------------------------------ exact scores
@@ -201,19 +217,6 @@ def test_callback_sees_every_step_in_order(mala):
         langevin(x0, score=gm, sigmas=sig, steps_per_level=1, step_size=1e-3, callback=3)
 
 
-# ------------------------------------------------------------------------------------- MALA
-def mixture_1d() -> GaussianMixture:
-    return GaussianMixture(torch.tensor([[-1.5], [1.0]], dtype=F64), torch.tensor([0.5, 0.8], dtype=F64),
-                           torch.tensor([0.35, 0.65], dtype=F64))
-
-
-def mixture_cdf(gm: GaussianMixture):
-    mu = gm.means[:, 0].numpy()
-    sd = gm.component_stds.numpy()
-    w = gm.weights.numpy()
-    return lambda t: (w * stats.norm.cdf((np.asarray(t)[:, None] - mu) / sd)).sum(axis=1)
-
-
 @pytest.mark.parametrize("case", ["mixture_score", "score_plus_exact_log_ratio"])
 def test_mala_is_exact_and_reports_its_acceptance_rate(case):
     """MALA leaves the target invariant: KS test against the exact CDF. Unadjusted Langevin with the
@@ -328,17 +331,6 @@ def test_fgan_and_probability_links_give_the_same_log_ratio():
         torch.testing.assert_close(DiscriminatorGuidance(v, link="fgan", divergence=div).grad(x), ref)
     prob = DiscriminatorGuidance(lambda x: torch.sigmoid(v(x)), link="probability")
     torch.testing.assert_close(prob.grad(x), ref, rtol=1e-8, atol=1e-8)
-
-
-def overlapping_modes() -> GaussianMixture:
-    """p_d: three modes close enough (separation 2.4–3 std) for unannealed Langevin to mix."""
-    return GaussianMixture(torch.tensor([[-1.2, 0.0], [1.2, 0.0], [0.0, 1.5]], dtype=F64),
-                           torch.tensor([0.5, 0.5, 0.5], dtype=F64), torch.tensor([0.4, 0.35, 0.25], dtype=F64))
-
-
-def broad_gaussian() -> GaussianMixture:
-    """p_g = N(0, 2² I)."""
-    return GaussianMixture(torch.zeros(1, 2, dtype=F64), torch.tensor([2.0], dtype=F64))
 
 
 def test_exact_log_ratio_guidance_turns_the_generator_score_into_the_data_sampler():
@@ -530,91 +522,6 @@ def test_plot_guidance_field_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig is not None
     with pytest.raises(ValueError, match="2-D"):
         plot_guidance_field(torch.zeros(5, 3), guid)
-
-
-# ------------------------------------------------------------------------------- trained runs
-TINY_RUN = ["tracking.mode=disabled", "train.progress=false", "train.device=cpu", "train.steps=20",
-            "model.generator.hidden=[16]", "model.discriminator.hidden=[16]", "train.batch_size=32",
-            "eval.n_samples=100", "eval.figures=false"]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from scoregan import api
-
-    run_dir = tmp_path_factory.mktemp("runs") / "nsgan"
-    api.train("configs/toy/8gaussians-nsgan.yaml", overrides=TINY_RUN, run_dir=run_dir)
-    return run_dir
-
-
-def test_langevin_from_run_reads_each_discriminator_through_its_trainers_link(tmp_path):
-    """LSGAN: D = p_d/(p_d + p_g), read with the probability link; with trainer.ema the chain starts
-    from the moving-average generator that `scoregan sample` draws with; critics are noted; a
-    feature-map discriminator (mmd-gan) is refused by name."""
-    from scoregan import api
-    from scoregan.experiment.runs import load_run
-    from scoregan.experiment.guided import langevin_from_run
-
-    runs = {}
-    for name, extra in (("lsgan", ["trainer.ema=0.9"]), ("hinge", []), ("mmd-gan", ["trainer.feature_dim=4"])):
-        runs[name] = tmp_path / name
-        api.train("configs/toy/8gaussians-nsgan.yaml",
-                  overrides=[*TINY_RUN, f"trainer.name={name}", "train.steps=5", *extra], run_dir=runs[name])
-    rep = langevin_from_run(runs["lsgan"], n=32, steps=3, step_size=0.01, seed=4, metrics=False)
-    run = load_run(runs["lsgan"])
-    assert rep["link"] == "probability"
-    assert torch.equal(rep["initial"], run.sample(32, seed=4))  # G_ema's draws
-    with torch.no_grad():
-        assert not torch.equal(run.generator(torch.randn(32, 2, generator=gen(4))), rep["initial"])
-    eps = torch.finfo(torch.float32).eps
-    with torch.no_grad():
-        d = run.discriminator(rep["samples"]).reshape(-1).clamp(eps, 1 - eps)
-    assert rep["logit_after"] == pytest.approx(torch.log(d / (1 - d)).mean().item(), rel=1e-5)
-    assert "not a log-ratio" in langevin_from_run(runs["hinge"], n=8, steps=1, step_size=0.01, metrics=False)["note"]
-    with pytest.raises(ValueError, match="mmd-gan.*not a scalar critic"):
-        langevin_from_run(runs["mmd-gan"], n=8, steps=1, step_size=0.01)
-
-
-@pytest.mark.parametrize("space", ["latent", "data"])
-def test_langevin_from_run_is_the_documented_chain(tiny_run, tmp_path, space):
-    from scoregan.experiment.runs import load_run
-    from scoregan.experiment.guided import langevin_from_run
-    from scoregan.scores import BankScore as KDEScore, scott_bandwidth
-
-    out = tmp_path / "guided.npz"
-    n, steps, h, lam, seed = 64, 10, 0.05, 2.0, 3
-    rep = langevin_from_run(tiny_run, n=n, steps=steps, step_size=h, guidance_scale=lam, space=space, seed=seed,
-                            out=out)
-    # the same chain written out by hand from the run's networks
-    run = load_run(tiny_run)
-    g = torch.Generator().manual_seed(seed)
-    z0 = torch.randn(n, run.latent_dim, generator=g)
-    with torch.no_grad():
-        x0 = run.generator(z0)
-    if space == "latent":
-        z, x = latent_langevin(z0, run.generator, run.discriminator, steps=steps, step_size=h, guidance_scale=lam,
-                               generator=g)
-        assert torch.equal(rep["latents"], z)
-    else:
-        with torch.no_grad():
-            bank = run.generator(torch.randn(2048, run.latent_dim, generator=g))
-        bw = scott_bandwidth(bank)
-        x = langevin(x0, score=KDEScore(bank), guidance=DiscriminatorGuidance(run.discriminator), sigmas=bw,
-                     steps_per_level=steps, step_size=h * bw**2, guidance_scale=lam, generator=g)
-        assert rep["bandwidth"] == pytest.approx(bw) and rep["eta"] == pytest.approx(h * bw**2)
-    assert torch.equal(rep["initial"], x0) and torch.equal(rep["samples"], x)
-    assert torch.equal(run.sample(n, seed=seed), x0)  # the draws of `scoregan sample --seed`
-    disc = DiscriminatorGuidance(run.discriminator)
-    assert rep["logit_before"] == pytest.approx(disc.value(x0).mean().item())
-    assert rep["logit_after"] == pytest.approx(disc.value(x).mean().item())
-    for key in ("hq_fraction", "modes_covered", "w2"):
-        assert f"{key}_before" in rep and f"{key}_after" in rep
-    arrays = np.load(out)
-    assert np.array_equal(arrays["x"], x.numpy()) and np.array_equal(arrays["x0"], x0.numpy())
-    assert ("z" in arrays) == (space == "latent")
-    assert out.with_suffix(".json").is_file() and out.with_suffix(".png").stat().st_size > 10_000
-    with pytest.raises(ValueError, match="space"):
-        langevin_from_run(tiny_run, n=8, steps=1, step_size=0.01, space="pixel")
 
 
 # ----------------------------------------------------------------------------------------- CUDA

@@ -10,7 +10,12 @@ import pytest
 import torch
 from scipy.optimize import minimize_scalar
 
-from scoregan.objectives.divergences import DIVERGENCES, Divergence, divergence, log1mexp
+from scoregan.objectives.divergences import (
+    DIVERGENCES,
+    Divergence,
+    divergence,
+    log1mexp,
+)
 from scoregan.objectives.generator_losses import GENERATOR_LOSSES, generator_loss
 
 ALPHAS = (-1.0, 0.5, 2.0, 3.0)

@@ -1,0 +1,147 @@
+"""The score-matching GAN (scoregan.trainers.score_gan): its target is x + η σ² w(r)(s_d − s_g), its noise
+levels, the data score fitted once and cached, the batch generator score."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from scoregan.config import load_config
+from scoregan.data import make_dataset
+from scoregan.trainers import get_rule
+from tests.helpers import (
+    F64,
+    capture_perturbation,
+    capture_regression,
+    make_ctx,
+    rule_for,
+)
+
+
+@pytest.mark.parametrize("div,loss,needs_ratio", [("reverse_kl", "fgan", False), ("kl", "fgan", True),
+                                                  ("pearson", "hinge", False), ("js", "non_saturating", True)])
+def test_score_gan_target_is_x_plus_eta_sigma2_w_score_difference(div, loss, needs_ratio):
+    rule, cfg, data = rule_for("score-gan", f"trainer.divergence={div}", f"trainer.generator_loss={loss}",
+                               "trainer.data_score=exact", "trainer.sigma_mode=fixed", "trainer.sigma=0.4",
+                               "trainer.step_size=0.6", "trainer.score_warmup=0")
+    assert (rule.ratio is not None) == needs_ratio
+    calls = capture_regression(rule)
+    seen = capture_perturbation(rule)
+    rule.step(make_ctx(cfg, data))
+    _, target = calls[0]
+    x, xt = seen["x"], seen["x_noisy"]
+    sd = data.mixture.perturbed(0.4).score(xt)  # exact score of p_d * N(0, 0.4²)
+    with torch.no_grad():
+        sg = rule.s_g(xt, 0.4)
+        u = rule.ratio(xt, 0.4) if needs_ratio else torch.zeros(xt.shape[0], dtype=F64)
+    w = {("reverse_kl", "fgan"): torch.ones_like(u), ("kl", "fgan"): torch.exp(u),
+         ("pearson", "hinge"): torch.ones_like(u), ("js", "non_saturating"): torch.sigmoid(-u)}[(div, loss)]
+    expected = x + 0.6 * 0.4**2 * w[:, None] * (sd - sg)
+    assert torch.allclose(target, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_score_gan_noise_level_weights():
+    sig = torch.tensor([0.1, 0.5, 1.0, 3.0], dtype=F64)
+    for extra, want in [([], sig**2), (["trainer.sigma_pivot=1.0"], sig * torch.tensor([1.0, 1.0, 1.0, 3.0], dtype=F64)),
+                        (["trainer.sigma_weighting=sigma"], sig), (["trainer.sigma_weighting=none"], torch.ones(4, dtype=F64))]:
+        rule, _, _ = rule_for("score-gan", *extra)
+        assert torch.allclose(rule.sigma_weight(sig), want)
+
+
+def test_score_gan_sigma_modes():
+    rule, cfg, data = rule_for("score-gan", "trainer.sigma_mode=anneal", "trainer.sigma_max=2.0",
+                               "trainer.sigma_min=0.1", "trainer.anneal_fraction=0.5", "train.steps=100")
+    s = [rule.sigmas(make_ctx(cfg, data, step=k), 3)[0].item() for k in (1, 26, 51, 101)]
+    assert s[0] == pytest.approx(2.0) and s[1] == pytest.approx(math.sqrt(0.2)) and s[2] == s[3] == pytest.approx(0.1)
+    rule, cfg, data = rule_for("score-gan", "trainer.sigma_mode=progressive", "trainer.sigma_max=2.0",
+                               "trainer.sigma_min=0.1", "trainer.anneal_fraction=0.5", "train.steps=100")
+    for step, low in ((1, 2.0), (26, math.sqrt(0.2)), (90, 0.1)):  # log-uniform on [σ_lo(t), σ_max]
+        d = rule.sigmas(make_ctx(cfg, data, step=step), 4000)
+        assert d.min() >= low - 1e-9 and d.max() <= 2.0 + 1e-9 and d.min() < low * 1.01
+    rule, cfg, data = rule_for("score-gan", "trainer.sigma_mode=schedule", "trainer.sigma_max=2.0",
+                               "trainer.sigma_min=0.1")
+    draws = rule.sigmas(make_ctx(cfg, data), 20_000)
+    assert draws.min() >= 0.1 and draws.max() <= 2.0
+    assert torch.log(draws).mean().item() == pytest.approx(0.5 * (math.log(0.1) + math.log(2.0)), abs=0.02)
+    assert torch.log(draws).std().item() == pytest.approx(math.log(20.0) / math.sqrt(12), rel=0.03)  # uniform in log
+    rule, cfg, data = rule_for("score-gan", "trainer.sigma_mode=schedule", "trainer.sigma_max=8.0",
+                               "trainer.sigma_min=0.5", "trainer.sigma_levels=4")
+    levels = torch.unique(rule.sigmas(make_ctx(cfg, data), 1000))
+    assert torch.allclose(levels, torch.tensor([0.5, 0.5 * 16 ** (1 / 3), 0.5 * 16 ** (2 / 3), 8.0], dtype=F64))
+
+
+def test_data_score_is_fitted_once_and_reused(tmp_path):
+    cache = ["trainer.data_score_cache=" + str(tmp_path), "trainer.data_score_steps=30"]
+    rule, cfg, data = rule_for("score-gan", *cache)
+    logs = rule.step(make_ctx(cfg, data))
+    assert logs["data_score_cached"] == 0.0
+    files = list((tmp_path / "data_scores").glob("*.pt"))
+    assert len(files) == 1
+    again, cfg2, data2 = rule_for("score-gan", *cache, "train.seed=5")
+    logs2 = again.step(make_ctx(cfg2, data2))
+    assert logs2["data_score_cached"] == 1.0 and logs2["data_score_loss"] == logs["data_score_loss"]
+    for k, v in rule.s_d.state_dict().items():
+        assert torch.equal(v, again.s_d.state_dict()[k])
+    other, _, _ = rule_for("score-gan", *cache, "data.radius=3.0")
+    assert other.data_score_key() != rule.data_score_key()
+
+
+def test_data_score_network_fits_the_perturbed_mixture_score():
+    """A short DSM fit of s_d already points where the exact perturbed score points."""
+    rule, _, data = rule_for("score-gan", "trainer.data_score_steps=600", "trainer.score_net.hidden=[64, 64]",
+                               "trainer.sigma_min=0.5", "trainer.sigma_max=2.0", "trainer.data_score_batch=256")
+    rule.fit_data_score()
+    x = data.sample(400, generator=torch.Generator().manual_seed(1)).to(F64) * 1.2
+    with torch.no_grad():
+        est = rule.s_d(x, 1.0)
+    exact = data.mixture.perturbed(1.0).score(x)
+    cos = torch.nn.functional.cosine_similarity(est, exact, dim=1)
+    assert cos.mean() > 0.9
+
+
+def test_score_gan_batch_generator_score_is_the_empirical_score_of_fresh_samples(monkeypatch):
+    """generator_score = batch: no s_g network; the target is x + η σ² (s_d − ŝ_g) with ŝ_g the
+    perturbed empirical score of a fresh batch of ``generator_score_batch`` generated samples."""
+    import scoregan.trainers.score_gan as sg_mod
+    from scoregan.scores.empirical import empirical_score as real
+
+    rule, cfg, data = rule_for("score-gan", "trainer.generator_score=batch", "trainer.generator_score_batch=50",
+                               "trainer.data_score=exact", "trainer.sigma_mode=fixed", "trainer.sigma=0.4",
+                               "trainer.step_size=0.6")
+    assert rule.s_g is None and "generator_score" not in rule.modules
+    seen = {}
+
+    def spy(x, centres, sigma):
+        seen.update(x=x.clone(), centres=centres.clone())
+        return real(x, centres, sigma)
+
+    monkeypatch.setattr(sg_mod, "empirical_score", spy)
+    perturbed = capture_perturbation(rule)
+    calls = capture_regression(rule)
+    logs = rule.step(make_ctx(cfg, data))
+    assert "loss_sg" not in logs
+    _, target = calls[0]
+    xt, centres = seen["x"], seen["centres"]
+    assert torch.equal(xt, perturbed["x_noisy"]) and centres.shape == (50, data.dim)
+    expected = perturbed["x"] + 0.6 * 0.4**2 * (data.mixture.perturbed(0.4).score(xt) - real(xt, centres, 0.4))
+    assert torch.allclose(target, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_data_score_cache_key_follows_the_training_split(tmp_path):
+    """The cached s_d is fitted on the training points: another split (data.seed with data.holdout) or
+    another file's contents under the same name must not reuse it."""
+    import numpy as np
+
+    def key(*overrides):
+        cfg = load_config(None, ["trainer.name=score-gan", *overrides])
+        return get_rule("score-gan")(cfg, make_dataset(cfg.data), torch.device("cpu"), F64).data_score_key()
+
+    split = ["data.name=digits", "data.holdout=300"]
+    assert key(*split, "data.seed=0") == key(*split, "data.seed=0") != key(*split, "data.seed=1")
+    path = tmp_path / "pts.npz"
+    np.savez(path, x=np.zeros((50, 2)))
+    first = key("data.name=npz", f"data.path={path}")
+    np.savez(path, x=np.ones((50, 2)))
+    assert key("data.name=npz", f"data.path={path}") != first
