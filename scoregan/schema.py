@@ -26,6 +26,32 @@ import yaml
 from scoregan._checks import closest
 
 
+__all__ = [
+    "ConfigError",
+    "DIAGNOSTIC_STOPPING_SIGNALS",
+    "DataConfig",
+    "DiagnosticsConfig",
+    "EARLY_STOPPING_SIGNALS",
+    "EVAL_DISTANCES",
+    "EVAL_STOPPING_SIGNALS",
+    "EarlyStoppingConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "HELDOUT_STOPPING_SIGNALS",
+    "ModelConfig",
+    "NetConfig",
+    "OptimConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "TrainerConfig",
+    "apply_overrides",
+    "build_config",
+    "deep_merge",
+    "spec",
+    "to_dict",
+]
+
+
 class ConfigError(ValueError):
     """A config problem, reported before any work starts."""
 

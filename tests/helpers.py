@@ -9,6 +9,7 @@ import torch
 from scoregan.config import load_config
 from scoregan.data import make_dataset
 from scoregan.experiment.runs import build_rule
+from scoregan.metrics import w2 as metric_w2
 from scoregan.trainers.base import StepContext
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +74,18 @@ def capture_regression(rule):
 
     rule.regress = spy
     return calls
+
+
+def gen(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def points(n: int, d: int, seed: int, dtype: torch.dtype = F64) -> torch.Tensor:
+    """n standard normal points in R^d, (n, d), drawn from ``gen(seed)``."""
+    return torch.randn(n, d, generator=gen(seed), dtype=dtype)
+
+
+def w2(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Exact W2 between two equal-size empirical measures (scoregan.metrics.w2), as a float."""
+    return float(metric_w2(a, b))

@@ -13,14 +13,11 @@ from scoregan.diagnostics.ntk import (
     empirical_ntk,
     infinite_ntk,
 )
+from tests.helpers import gen, points
 
 F64 = torch.float64
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
-def points(n: int, d: int, seed: int, dtype=F64) -> torch.Tensor:
-    return torch.randn(n, d, generator=gen(seed), dtype=dtype)
 
 
 def _explicit_ntk(model, x, y):

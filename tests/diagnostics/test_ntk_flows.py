@@ -20,13 +20,12 @@ from scoregan.diagnostics.ntk_flows import (
     train_discriminator,
 )
 from scoregan.objectives import kernel as make_kernel
+from tests.helpers import gen
 
 F64 = torch.float64
 
 
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def problem(n_real=14, n_fake=11, seed=0):

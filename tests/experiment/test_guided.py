@@ -6,30 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from scoregan.sampling import (
     DiscriminatorGuidance,
     langevin,
     latent_langevin,
 )
+from tests.helpers import gen
 
 F64 = torch.float64
 
-def w2(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Exact W2 between two equal-size empirical measures (optimal assignment)."""
-    try:
-        from scoregan.metrics import w2 as metric_w2
-    except ImportError:
-        metric_w2 = None
-    if metric_w2 is not None:
-        return float(metric_w2(a, b))
-    cost = (torch.cdist(a.to(F64), b.to(F64)) ** 2).numpy()
-    r, c = linear_sum_assignment(cost)
-    return float(np.sqrt(cost[r, c].mean()))
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ------------------------------------------------------------------------------------- MALA

@@ -37,12 +37,11 @@ from scoregan.metrics import (
 )
 from scoregan.objectives import kernels
 from scoregan.scores import GaussianMixture
+from tests.helpers import gen
 
 F64 = torch.float64
 
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def ring(k: int = 8, radius: float = 2.0, std: float | list[float] = 0.05, weights=None) -> GaussianMixture:

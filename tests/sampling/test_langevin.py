@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from scoregan.sampling import (
@@ -24,23 +23,11 @@ from scoregan.sampling import (
     step_sizes,
 )
 from scoregan.scores import GaussianMixture
+from tests.helpers import gen, w2
 
 F64 = torch.float64
 
-def w2(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Exact W2 between two equal-size empirical measures (optimal assignment)."""
-    try:
-        from scoregan.metrics import w2 as metric_w2
-    except ImportError:
-        metric_w2 = None
-    if metric_w2 is not None:
-        return float(metric_w2(a, b))
-    cost = (torch.cdist(a.to(F64), b.to(F64)) ** 2).numpy()
-    r, c = linear_sum_assignment(cost)
-    return float(np.sqrt(cost[r, c].mean()))
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 def w2_floor(target: GaussianMixture, ref: torch.Tensor, repeats: int = 3) -> float:
     """The sampling floor: mean W2 between ``ref`` and independent target samples of the same size.

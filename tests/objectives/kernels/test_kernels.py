@@ -18,6 +18,7 @@ from scoregan.objectives import kernels as K
 from scoregan.objectives.kernels import KERNELS, FusedSpec, Kernel, RadialKernel, kernel
 from scoregan.objectives.kernels.tiling import tiles
 from scoregan.scores import GaussianMixture
+from tests.helpers import gen
 
 F64 = torch.float64
 
@@ -47,8 +48,6 @@ IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items())}" for n, p, _ in CASES]
 
 
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def reference_phi(name: str, params: dict, d: int, r: torch.Tensor) -> torch.Tensor:

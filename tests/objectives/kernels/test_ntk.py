@@ -18,14 +18,11 @@ from scoregan.diagnostics.ntk import (
     infinite_ntk,
 )
 from scoregan.objectives import kernels as K
+from tests.helpers import gen, points
 
 F64 = torch.float64
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
-def points(n: int, d: int, seed: int, dtype=F64) -> torch.Tensor:
-    return torch.randn(n, d, generator=gen(seed), dtype=dtype)
 
 def _reference_relu_like(x, y, depth, w_std, b_std, slope):
     """Per-pair scalar loop (math module) of the leaky-ReLU NTK/NNGP recursion, written from the
