@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from scoregan.experiment.config import from_dict, load_config
-from scoregan.experiment.evaluation import evaluate_generator
+from scoregan.experiment.evaluation import evaluate_generator, nonfinite_rows
 from scoregan.experiment.loop import FitResult, Trainer
 from scoregan.experiment.runs import load_run
 from scoregan.plotting import plot_samples
@@ -61,6 +61,9 @@ def sample(run_dir: str | Path, *, n: int, out: str | Path | None = None, seed: 
         raise ValueError(f"out must be an .npz path, got {str(out)!r}")
     run = load_run(run_dir, checkpoint=checkpoint)
     x = run.sample(n, seed=seed).cpu()
+    bad = nonfinite_rows(x)
+    if bad:
+        raise ValueError(f"{bad} of {n} samples of {str(run_dir)!r} are NaN or infinite: nothing written")
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,12 +27,21 @@ def mismatch_detail(exc: BaseException) -> str:
     return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
-    """``torch.save(obj)`` to ``path`` atomically (temp file + fsync + rename + directory fsync)."""
+    """``torch.save(obj)`` to ``path`` atomically (temp file + fsync + rename + directory fsync), with the
+    permissions of an ordinary file under the user's umask (a temporary file would be 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

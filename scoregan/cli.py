@@ -20,7 +20,7 @@ from scoregan import api
 from scoregan.experiment.bench_toy import add_arguments, run_from_args
 from scoregan.experiment.config import load_config
 from scoregan.experiment.guided import langevin_from_run
-from scoregan.schema import to_dict
+from scoregan.schema import SEED_MAX, to_dict
 
 DESCRIPTION = """\
 scoregan trains generators as particle flows written in scores: f-GANs as (weighted) score
@@ -29,7 +29,7 @@ Every run writes a directory with its resolved config, metrics.jsonl, checkpoint
 
 TRAIN_EPILOG = """\
 examples:
-  scoregan train                                        # embedded defaults: NSGAN on 8 Gaussians, ~1 min on CPU
+  scoregan train                                        # embedded defaults: kernel flow-matching GAN on 8 Gaussians, <1 min on CPU
   scoregan train configs/toy/8gaussians-wgan-gp.yaml --run-dir runs/wgan
   scoregan train configs/toy/8gaussians-nsgan.yaml --set train.steps=500 --set model.latent_dim=4
   scoregan train --resume runs/wgan --set train.steps=6000   # continue a run, exactly
@@ -47,10 +47,32 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_writable(path: str, flag: str, *, directory: bool = False) -> None:
+    """Raise a one-line ValueError unless ``path`` can be written: a file path that is not an existing
+    directory (``directory=False``), or a directory path that is not an existing file; either way its
+    nearest existing ancestor must be a directory this process can write into."""
+    p = os.path.abspath(path)
+    if directory and os.path.exists(p) and not os.path.isdir(p):
+        raise ValueError(f"{flag} {path!r}: exists and is not a directory")
+    if not directory and os.path.isdir(p):
+        raise ValueError(f"{flag} {path!r}: is a directory; give a file path")
+    if not os.path.basename(p):
+        raise ValueError(f"{flag} {path!r}: not a path that can be written")
+    ancestor = p if directory and os.path.isdir(p) else os.path.dirname(p)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ValueError(f"{flag} {path!r}: cannot be created: {ancestor!r} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path!r}: cannot be written: no write permission in {ancestor!r}")
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
     if a.resume and (a.config or a.run_dir):
         raise ValueError("--resume continues RUN_DIR with its own config.yaml: drop the CONFIG argument and "
                          "--run-dir (change fields with --set)")
+    if a.run_dir is not None and not a.print_config:
+        check_writable(a.run_dir, "--run-dir", directory=True)
     if a.print_config:
         src = (a.resume + "/config.yaml") if a.resume else a.config
         print(yaml.safe_dump(to_dict(load_config(src, a.set)), sort_keys=False), end="")
@@ -77,17 +99,19 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
 
 #: The Langevin options of ``scoregan sample`` and their defaults (they only act with --langevin).
-LANGEVIN_DEFAULTS = {"space": "latent", "steps": 100, "step_size": 1e-2, "mala": False, "guidance_scale": 1.0}
+LANGEVIN_DEFAULTS = {"space": None, "steps": 100, "step_size": 1e-2, "mala": False, "guidance_scale": 1.0}
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
-    given = [k for k in LANGEVIN_DEFAULTS if getattr(a, k) is not None]
+    check_writable(a.out, "--out")
+    given = [k for k in LANGEVIN_DEFAULTS if getattr(a, k) is not None] + (["eval"] if a.eval is not None else [])
     if not a.langevin and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{flags} only act with --langevin; add --langevin or drop them")
     if a.langevin:
         o = {k: LANGEVIN_DEFAULTS[k] if getattr(a, k) is None else getattr(a, k) for k in LANGEVIN_DEFAULTS}
-        report = langevin_from_run(a.run_dir, n=a.n, seed=a.seed, out=a.out, checkpoint=a.checkpoint, **o)
+        report = langevin_from_run(a.run_dir, n=a.n, seed=a.seed, out=a.out, checkpoint=a.checkpoint, progress=True,
+                                   metrics={None: "cheap", True: "full", False: "none"}[a.eval], **o)
         print(_metrics_table({k: v for k, v in report.items() if isinstance(v, (int, float, str))}))
         return 0
     x = api.sample(a.run_dir, n=a.n, out=a.out, seed=a.seed, checkpoint=a.checkpoint)
@@ -96,6 +120,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench_toy(a: argparse.Namespace) -> int:
+    check_writable(a.json, "--json")
     run_from_args(a)
     return 0
 
@@ -130,24 +155,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a trained run", description="Draw samples from a trained "
                        "run into FILE.npz (array 'x') and a figure FILE.png; with --langevin, refine them by "
-                       "discriminator-guided Langevin dynamics.")
+                       "guided Langevin dynamics (FILE.npz then also holds 'x0', and FILE.json the report).")
     s.add_argument("run_dir")
     s.add_argument("--n", type=int, required=True, help="number of samples")
     s.add_argument("--out", required=True, help="output .npz file")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint", choices=("last", "best"), default="last",
                    help="which checkpoint (best: the one early stopping kept)")
-    lg = s.add_argument_group("Langevin refinement (discriminator guidance)")
-    lg.add_argument("--langevin", action="store_true", help="refine with discriminator-guided Langevin dynamics")
-    lg.add_argument("--space", choices=("latent", "data"), default=None, help="where the chain runs (default latent)")
+    lg = s.add_argument_group("Langevin refinement (guided by the run's discriminator, kernel witness or data score)")
+    lg.add_argument("--langevin", action="store_true",
+                    help="refine with guided Langevin dynamics (a progress bar over the steps): GAN runs by their "
+                         "discriminator, kernel-flow and gmmn runs by their kernel witness against 2048 data points, "
+                         "score-gan runs by their data score (data space only)")
+    lg.add_argument("--space", choices=("latent", "data"), default=None,
+                    help="where the chain runs (default latent; data for score-gan runs)")
     lg.add_argument("--steps", type=int, default=None, help="Langevin steps (default 100)")
     lg.add_argument("--step-size", type=float, default=None,
                     help="Langevin step size η (default 0.01; latent space: absolute; data space: relative, "
-                         "η = step_size·h² with h the bandwidth of the generator's kernel density estimate)")
+                         "η = step_size·h² with h the bandwidth of the generator's kernel density estimate, or a "
+                         "score-gan run's smallest σ)")
     lg.add_argument("--mala", action="store_true", default=None,
                     help="Metropolis-adjusted steps (exact stationary law)")
     lg.add_argument("--guidance-scale", type=float, default=None,
-                    help="weight λ of the discriminator guidance (default 1)")
+                    help="weight λ of the discriminator or witness guidance (default 1)")
+    lg.add_argument("--eval", action=argparse.BooleanOptionalAction, default=None,
+                    help="metrics before and after: by default the cheap ones (sliced W2, MMD², energy, Fréchet "
+                         "distance, mode statistics); --eval adds exact W2 (O(n³), the slow part at large n); "
+                         "--no-eval skips them all")
     s.set_defaults(fn=_cmd_sample)
 
     b = sub.add_parser("bench", help="benchmarks that print a table", description="Benchmarks that print a "
@@ -171,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None and v < 1:
             print(f"scoregan {args.command}: error: --{name} must be >= 1, got {v}", file=sys.stderr)
             return 2
+    seed = getattr(args, "seed", None)  # eval / sample, like the config's seeds
+    if isinstance(seed, int) and not 0 <= seed <= SEED_MAX:
+        print(f"scoregan {args.command}: error: --seed must be in [0, 2**63), got {seed}", file=sys.stderr)
+        return 2
     try:
         return args.fn(args)
     except ValueError as exc:  # config, data, checkpoint and argument errors: one clear line

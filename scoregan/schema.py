@@ -15,6 +15,7 @@ trainers live in the experiment layer (``scoregan.experiment.config``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from scoregan._checks import closest
 
 __all__ = [
     "ConfigError",
+    "DEFAULT_TRAINER",
     "DIAGNOSTIC_STOPPING_SIGNALS",
     "DataConfig",
     "DiagnosticsConfig",
@@ -38,9 +40,13 @@ __all__ = [
     "EvalConfig",
     "ExperimentConfig",
     "HELDOUT_STOPPING_SIGNALS",
+    "MAX_BATCH",
+    "MAX_DEPTH",
+    "MAX_WIDTH",
     "ModelConfig",
     "NetConfig",
     "OptimConfig",
+    "SEED_MAX",
     "TrackingConfig",
     "TrainConfig",
     "TrainerConfig",
@@ -56,13 +62,26 @@ class ConfigError(ValueError):
     """A config problem, reported before any work starts."""
 
 
+#: Upper bounds of the fields that size work or memory (a typo of a few zeros is refused, not allocated):
+#: seeds fit a signed 64-bit integer (torch's generators; numpy gets ``seed % 2**32``); any integer field
+#: at all must fit one too.
+SEED_MAX = 2**63 - 1
+MAX_WIDTH = 8192  # a hidden layer (a 8192² linear layer is 67M parameters)
+MAX_DEPTH = 64  # hidden layers of one network
+MAX_BATCH = 2**20  # points per batch / evaluation draw
+MAX_INT = 2**63 - 1
+
+
 def spec(default: Any = dataclasses.MISSING, *, help: str = "", min: float | None = None,
          max: float | None = None, exclusive_min: bool = False, exclusive_max: bool = False,
-         choices: tuple | None = None, default_factory: Any = dataclasses.MISSING, path: bool = False) -> Any:
+         choices: tuple | None = None, default_factory: Any = dataclasses.MISSING, path: bool = False,
+         max_len: int | None = None, allow_inf: bool = False, allow_empty: bool = False) -> Any:
     """A dataclass field with validation metadata (range, choices), a one-line help, and ``path=True``
-    for a file or directory read relative to the working directory (made absolute in a run's config)."""
+    for a file or directory read relative to the working directory (made absolute in a run's config).
+    Floats must be finite unless ``allow_inf`` (NaN never passes); strings must be non-empty unless
+    ``allow_empty``; ``max_len`` bounds the length of a list."""
     meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min, "exclusive_max": exclusive_max,
-            "choices": choices, "path": path}
+            "choices": choices, "path": path, "max_len": max_len, "allow_inf": allow_inf, "allow_empty": allow_empty}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -80,14 +99,14 @@ class DataConfig:
     name: str = spec("8gaussians", help="dataset name (see `scoregan.data.DATASETS`)")
     radius: float | None = spec(None, min=0, exclusive_min=True, help="mixture radius / grid half-width")
     std: float | None = spec(None, min=0, exclusive_min=True, help="per-coordinate std of each mode")
-    n_modes: int | None = spec(None, min=1, help="number of mixture modes")
-    dim: int | None = spec(None, min=1, help="data dimension (n-D mixtures)")
+    n_modes: int | None = spec(None, min=1, max=10_000, help="number of mixture modes")
+    dim: int | None = spec(None, min=1, max=100_000, help="data dimension (n-D mixtures)")
     noise: float | None = spec(None, min=0, help="noise level of the non-mixture toys")
     scale: float | None = spec(None, min=0, exclusive_min=True, help="overall scale of the non-mixture toys")
     path: str | None = spec(None, path=True, help="file for file-backed datasets (.npz)")
     key: str = spec("x", help="array name inside an .npz file")
-    seed: int = spec(0, min=0, help="seed of the dataset's own randomness (mode layout, finite sets)")
-    holdout: int = spec(0, min=0, help="points of a finite dataset (digits, npz) kept out of training, chosen "
+    seed: int = spec(0, min=0, max=SEED_MAX, help="seed of the dataset's own randomness (mode layout, finite sets)")
+    holdout: int = spec(0, min=0, max=MAX_BATCH, help="points of a finite dataset (digits, npz) kept out of training, chosen "
                                        "with data.seed; the diagnostics measure the discriminator on them")
 
 
@@ -95,7 +114,8 @@ class DataConfig:
 class NetConfig:
     """A fully connected network."""
 
-    hidden: list[int] = spec(default_factory=lambda: [128, 128, 128], min=1, help="hidden layer widths")
+    hidden: list[int] = spec(default_factory=lambda: [128, 128, 128], min=1, max=MAX_WIDTH, max_len=MAX_DEPTH,
+                             help="hidden layer widths")
     activation: str = spec("relu", choices=("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "softplus"))
     spectral_norm: bool = spec(False, help="spectral normalisation on every linear layer")
 
@@ -104,8 +124,8 @@ class NetConfig:
 class ModelConfig:
     """Generator and discriminator architectures."""
 
-    latent_dim: int = spec(2, min=1, help="dimension of the generator's Gaussian latent")
-    generator: NetConfig = spec(default_factory=NetConfig)
+    latent_dim: int = spec(8, min=1, max=4096, help="dimension of the generator's Gaussian latent")
+    generator: NetConfig = spec(default_factory=lambda: NetConfig(hidden=[64, 64, 64]))
     discriminator: NetConfig = spec(default_factory=lambda: NetConfig(activation="leaky_relu"))
 
 
@@ -113,10 +133,10 @@ class ModelConfig:
 class OptimConfig:
     """Adam for both players."""
 
-    lr_g: float = spec(2e-4, min=0, exclusive_min=True, help="generator learning rate")
+    lr_g: float = spec(2e-3, min=0, exclusive_min=True, help="generator learning rate")
     lr_d: float = spec(2e-4, min=0, exclusive_min=True, help="discriminator learning rate")
     beta1: float = spec(0.5, min=0, max=1, exclusive_max=True)
-    beta2: float = spec(0.9, min=0, max=1, exclusive_max=True)
+    beta2: float = spec(0.999, min=0, max=1, exclusive_max=True)
     weight_decay: float = spec(0.0, min=0)
     grad_clip: float | None = spec(None, min=0, exclusive_min=True, help="clip global grad norm")
 
@@ -126,15 +146,18 @@ class TrainConfig:
     """The loop."""
 
     steps: int = spec(3000, min=1, help="generator updates")
-    batch_size: int = spec(256, min=1)
-    seed: int = spec(0, min=0)
+    batch_size: int = spec(128, min=1, max=MAX_BATCH)
+    seed: int = spec(0, min=0, max=SEED_MAX)
     device: str = spec("auto", help="auto | cpu | cuda | cuda:N")
     dtype: str = spec("float32", choices=("float32", "float64"))
-    threads: int = spec(1, min=0, help="CPU intra-op threads (small networks run fastest on one; 0 = torch's default)")
-    checkpoint_every: int = spec(500, min=1, help="steps between checkpoints (and one at the end)")
+    threads: int = spec(1, min=0, max=1024, help="CPU intra-op threads (small networks run fastest on one; 0 = torch's default)")
+    checkpoint_every: int = spec(1000, min=1, help="steps between checkpoints (and one at the end)")
     eval_every: int = spec(1000, min=1, help="steps between evaluations and figures")
     log_every: int = spec(25, min=1, help="steps between loss lines in metrics.jsonl")
     progress: bool = spec(True, help="show a progress bar")
+    nonfinite: str = spec("stop", choices=("stop", "skip"),
+                          help="at a NaN or infinite loss or weight: stop (the last finite checkpoint is kept) or "
+                               "skip the step (undo it and go on; costs a copy of the networks per step)")
 
 
 #: The distances an evaluation can compute (``scoregan.metrics.toy_report``, ``eval.distances``); a
@@ -146,8 +169,8 @@ EVAL_DISTANCES = ("w2", "sliced_w2", "mmd2", "energy", "fd")
 class EvalConfig:
     """Periodic and final evaluation."""
 
-    n_samples: int = spec(2000, min=2, help="generated samples per evaluation")
-    seed: int = spec(1234, min=0, help="seed of the evaluation draws (fixed, separate from training)")
+    n_samples: int = spec(2000, min=2, max=100_000, help="generated samples per evaluation")
+    seed: int = spec(1234, min=0, max=SEED_MAX, help="seed of the evaluation draws (fixed, separate from training)")
     figures: bool = spec(True, help="write sample figures")
     distances: list[str] = spec(default_factory=lambda: list(EVAL_DISTANCES), choices=EVAL_DISTANCES,
                                 help="distances each evaluation computes (exact W2 costs the most: about a "
@@ -176,11 +199,11 @@ class DiagnosticsConfig:
     """Gradient diagnostics every ``every`` steps (config section ``diagnostics``)."""
 
     every: int = spec(0, min=0, help="steps between diagnostics (0 = off; 100 is a good interval)")
-    batch: int = spec(256, min=1, help="fixed latents (and real points) per measurement")
+    batch: int = spec(256, min=1, max=MAX_BATCH, help="fixed latents (and real points) per measurement")
     iters: int = spec(64, min=1, help="cap on Jacobian products per steepness estimate")
     tol: float = spec(1e-3, min=0, exclusive_min=True, help="relative residual tolerance of the steepness solver")
     method: str = spec("lanczos", choices=("lanczos", "power"), help="steepness eigen-solver")
-    seed: int = spec(4321, min=0, help="seed of the fixed latents, real points and start vectors")
+    seed: int = spec(4321, min=0, max=SEED_MAX, help="seed of the fixed latents, real points and start vectors")
     network: str = spec("sampled", choices=("sampled", "trained"),
                         help="the generator measured: the one samples come from (its EMA copy when the trainer "
                              "keeps one) or the one being trained")
@@ -216,17 +239,25 @@ class EarlyStoppingConfig:
 class TrainerConfig:
     """Base of every update rule's config; ``name`` selects the rule."""
 
-    name: str = spec("nsgan", help="update rule (see `scoregan.trainers.TRAINERS`)")
+    name: str = spec("kernel-flow", help="update rule (see `scoregan.trainers.TRAINERS`)")
 
 
+#: The trainer section of the embedded default job (``configs/toy/8gaussians-kernel-flow.yaml``): used
+#: whole when a config names no trainer; its keys are the defaults under any key the config sets (so
+#: ``--set trainer.kernel=gaussian`` keeps the rest). A config that names a trainer gets only that
+#: trainer's own dataclass defaults.
+DEFAULT_TRAINER = {"name": "kernel-flow", "kernel": "imq", "imq_c": 1.0, "imq_beta": -0.5, "step_size": 1.0,
+                   "inner_steps": 1, "bank_size": 0, "ema": 0.995}
 
 
 @dataclass
 class ExperimentConfig:
     """A whole experiment: what to fit, with what, how long, and where to report.
 
-    The defaults are the embedded quick-start job: non-saturating SGAN on 8 Gaussians (TorchCFM's
-    target), 3,000 steps of batch 256 with 128-wide MLPs, about a minute on 2 CPU cores.
+    The defaults are the embedded quick-start job, ``configs/toy/8gaussians-kernel-flow.yaml``: the kernel
+    flow-matching GAN (inverse multiquadric witness, EMA 0.995, :data:`DEFAULT_TRAINER`) on 8 Gaussians
+    (TorchCFM's target), 3,000 steps of batch 128, an 8-D latent and a 3×64 generator, Adam
+    (2e-3, β = 0.5, 0.999): under a minute on 2 CPU cores.
     """
 
     name: str = spec("quickstart", help="run name (default run directory: runs/<name>-<time>)")
@@ -294,6 +325,8 @@ def _build(cls: type, raw: Any, prefix: str, trainers: Mapping[str, type]) -> An
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping of keys, got {raw!r}")
     if cls is TrainerConfig:
+        if "name" not in raw:  # no trainer named: the embedded default job's rule and settings
+            raw = {**DEFAULT_TRAINER, **raw}
         cls = _trainer_class(raw, prefix, trainers)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -315,6 +348,9 @@ def _build(cls: type, raw: Any, prefix: str, trainers: Mapping[str, type]) -> An
 
 def _trainer_class(raw: dict, prefix: str, trainers: Mapping[str, type]) -> type:
     name = raw.get("name", TrainerConfig.name)
+    if not isinstance(name, str):
+        raise ConfigError(f"{prefix}name = {name!r}: expected a string naming a trainer; allowed: "
+                          f"{', '.join(sorted(trainers))}")
     if name not in trainers:
         allowed = sorted(trainers)
         raise ConfigError(
@@ -350,6 +386,9 @@ def _convert(tp: Any, value: Any, key: str, meta: Any, trainers: Mapping[str, ty
         (inner,) = get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} = {value!r}: expected a list of {_describe(inner)}")
+        max_len = meta.get("max_len") if meta else None
+        if max_len is not None and len(value) > max_len:
+            raise ConfigError(f"{key} = {_short(value)}: at most {max_len} entries, got {len(value)}")
         return [_convert(inner, v, f"{key}[{i}]", meta, trainers) for i, v in enumerate(value)]
     if origin is Literal:
         allowed = get_args(tp)
@@ -361,6 +400,7 @@ def _convert(tp: Any, value: Any, key: str, meta: Any, trainers: Mapping[str, ty
             raise ConfigError(f"{key} = {value!r}: expected true or false")
         return value
     if tp is int:
+        given = value
         if isinstance(value, str):  # YAML 1.1 reads 1e3 as a string
             try:
                 value = float(value)
@@ -371,6 +411,8 @@ def _convert(tp: Any, value: Any, key: str, meta: Any, trainers: Mapping[str, ty
                 value = int(value)
             else:
                 raise ConfigError(f"{key} = {value!r}: expected an integer")
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{key} = {given if isinstance(given, str) else _short(given)}: out of range (an integer field must fit 64 bits, |n| < 2**63)")
         _check_range(key, value, meta)
         return value
     if tp is float:
@@ -381,12 +423,19 @@ def _convert(tp: Any, value: Any, key: str, meta: Any, trainers: Mapping[str, ty
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} = {value!r}: expected a number")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{key} = {_short(value)}: too large for a float") from None
+        if math.isnan(value) or (math.isinf(value) and not (meta and meta.get("allow_inf"))):
+            raise ConfigError(f"{key} = {value!r}: must be a finite number")
         _check_range(key, value, meta)
         return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} = {value!r}: expected a string")
+        if not value.strip() and not (meta and meta.get("allow_empty")):
+            raise ConfigError(f"{key} = {value!r}: must not be empty")
         choices = meta.get("choices") if meta else None
         if choices and value not in choices:
             raise ConfigError(
@@ -396,6 +445,12 @@ def _convert(tp: Any, value: Any, key: str, meta: Any, trainers: Mapping[str, ty
     if tp is Any:
         return value
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in a config dataclass
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (one line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_range(key: str, value: float, meta: Any) -> None:

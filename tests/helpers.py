@@ -89,3 +89,33 @@ def points(n: int, d: int, seed: int, dtype: torch.dtype = F64) -> torch.Tensor:
 def w2(a: torch.Tensor, b: torch.Tensor) -> float:
     """Exact W2 between two equal-size empirical measures (scoregan.metrics.w2), as a float."""
     return float(metric_w2(a, b))
+
+
+def wandb_history(path: Path) -> list[dict]:
+    """The history rows of an offline wandb run file (``run-<id>.wandb``), each as {key: value}.
+
+    The file is a LevelDB-style log: a 7-byte header (":W&B", magic, version), then 32 KiB blocks of
+    records (crc32, length, type: full / first / middle / last), each a protobuf ``Record``."""
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, rows, pos, buf = path.read_bytes(), [], 7, b""
+    assert data[:4] == b":W&B", f"{path} is not a wandb run file"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (2, 3):
+            continue
+        record = pb.Record()
+        record.ParseFromString(buf)
+        if record.WhichOneof("record_type") == "history":
+            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
+    return rows

@@ -124,3 +124,61 @@ def test_resume_refuses_a_config_or_run_dir_and_says_when_nothing_is_left(run_di
     assert "drop the CONFIG argument and --run-dir" in capsys.readouterr().err
     assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0
     assert "nothing to train: the run is already at step 30" in capsys.readouterr().out
+
+
+def test_sample_langevin_on_a_kernel_flow_run_uses_its_witness_and_cheap_metrics(tmp_path, capsys):
+    d = tmp_path / "kf"
+    assert main(["train", str(ROOT / "configs/toy/8gaussians-kernel-flow.yaml"), "--run-dir", str(d), "--no-progress",
+                 "--set", "tracking.mode=disabled", "--set", "train.steps=10", "--set", "eval.n_samples=64",
+                 "--set", "eval.figures=false", "--set", "model.generator.hidden=[16]"]) == 0
+    out = tmp_path / "kf.npz"
+    assert main(["sample", str(d), "--n", "64", "--out", str(out), "--langevin", "--steps", "3"]) == 0
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert rep["guidance"] == "kernel witness" and rep["eval"] == "cheap" and "mmd2_after" in rep
+    assert not any(k.startswith("w2_") for k in rep)
+    assert main(["sample", str(d), "--n", "64", "--out", str(out), "--langevin", "--steps", "1", "--eval"]) == 0
+    assert "w2_after" in json.loads(out.with_suffix(".json").read_text())
+    assert main(["sample", str(d), "--n", "8", "--out", str(out), "--no-eval"]) == 2
+    assert "--eval only act with --langevin" in capsys.readouterr().err
+
+
+@pytest.fixture
+def a_file(tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    return f
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", NSGAN, "--run-dir", "{f}"], "--run-dir '{f}': exists and is not a directory"),
+    (["train", NSGAN, "--run-dir", "{f}/run"], "--run-dir '{f}/run': cannot be created: '{f}' is a file"),
+    (["sample", "/no/such/run", "--n", "4", "--out", "{d}"], "--out '{d}': is a directory; give a file path"),
+    (["sample", "/no/such/run", "--n", "4", "--out", "{f}/sub/x.npz"], "cannot be created: '{f}' is a file"),
+    (["bench", "toy", "--json", "{f}/r.json"], "--json '{f}/r.json': cannot be created: '{f}' is a file"),
+    (["bench", "toy", "--json", "{d}"], "--json '{d}': is a directory"),
+    (["eval", "/no/such/run", "--seed", "-1"], "scoregan eval: error: --seed must be in [0, 2**63), got -1"),
+    (["sample", "/no/such/run", "--n", "4", "--out", "{d}/x.npz", "--seed", "-1"], "--seed must be in [0, 2**63)"),
+    (["train", "--set", "trainer.name=[nsgan]"], "trainer.name = ['nsgan']: expected a string naming a trainer"),
+    (["train", "--set", "optim.lr_g=.inf"], "optim.lr_g = inf: must be a finite number"),
+    (["train", "--set", "data.radius=.inf"], "data.radius = inf: must be a finite number"),
+    (["train", "--set", "train.seed=1e30"], "train.seed = 1e30: out of range"),
+    (["train", "--set", "tracking.project=''"], "tracking.project = '': must not be empty"),
+    (["train", "--set", "model.latent_dim=10000000"], "model.latent_dim = 10000000: must be <= 4096"),
+    (["train", "{d}"], "config file '{d}' is a directory"),
+    (["train", "{f}.yaml"], "config file '{f}.yaml' is empty"),
+    (["train", NSGAN, "--set", "data.name=npz", "--set", "data.path={d}/x.npz"], "data.path = '{d}/x.npz': no such file"),
+])
+def test_bad_paths_seeds_and_configs_are_one_line_before_any_work(args, fragment, tmp_path, a_file, capsys):
+    (tmp_path / "a_file.yaml").write_text("")
+    fill = {"f": str(a_file), "d": str(tmp_path)}
+    before = sorted(tmp_path.rglob("*"))
+    assert main([a.format(**fill) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert fragment.format(**fill) in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_the_epilog_names_the_default_job(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "embedded defaults: kernel flow-matching GAN on 8 Gaussians" in capsys.readouterr().out

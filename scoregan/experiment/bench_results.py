@@ -109,27 +109,67 @@ def _mean(rows: list[dict[str, Any]], key: str, fmt: str) -> str:
     return fmt.format(sum(vals) / len(vals)) if vals else "–"
 
 
+def _panel_stats(rows: list[dict[str, Any]]) -> str:
+    """A panel's title line: W2 (mean over seeds and draws) and, for mixtures, modes covered per seed;
+    "diverged" for runs whose samples were non-finite."""
+    draws = [w for r in rows for w in (r.get("w2_draws") or []) if math.isfinite(w)]
+    parts = [f"W2 {np.mean(draws):.3f}"] if draws else []
+    diverged = sum(r.get("w2_draws") is None for r in rows)
+    if diverged:
+        parts.append(f"diverged {diverged}/{len(rows)}")
+    if any("modes_covered" in r for r in rows):
+        parts.append("modes " + "/".join(str(r.get("modes_covered", "–")) for r in rows) + f" of {rows[0].get('n_modes', '?')}")
+    return " · ".join(parts)
+
+
 def plot_grid(payload: dict[str, Any], targets: list[str], trainers: list[str], path: str | Path) -> Path:
     """Scatter of each (trainer, target)'s samples (first two coordinates, as kept in the payload) over the
-    target's, in a grid: rows trainers, columns targets."""
+    target's, in a grid: rows trainers, columns targets; each panel's title gives its W2 (and modes covered
+    for mixtures). Non-finite samples are not drawn and samples beyond 1.3 × the target's extent are drawn
+    clamped to the border (red), each counted in the panel; a diverged run's samples are not drawn."""
     nr, nc = len(trainers), len(targets)
-    fig, axes = plt.subplots(nr, nc, figsize=(2.2 * nc, 2.2 * nr), squeeze=False)
+    fig, axes = plt.subplots(nr, nc, figsize=(2.6 * nc, 2.5 * nr + 0.4), squeeze=False)
+    rows = payload.get("rows", [])
     for j, target in enumerate(targets):
         for i, trainer in enumerate(trainers):
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
             key = f"{target}/{trainer}"
+            sub = [r for r in rows if r.get("target") == target and r.get("trainer") == trainer]
+            lines = [target] if i == 0 else []
+            if sub:
+                lines.append(_panel_stats(sub))
             if key in payload.get("samples", {}):
-                x, ref = payload["samples"][key], payload["reference"][target]
-                lim = max(abs(v) for p in ref for v in p) * 1.3
-                ax.scatter([p[0] for p in ref], [p[1] for p in ref], s=1, c="0.8")
-                ax.scatter([p[0] for p in x], [p[1] for p in x], s=1, c="C0")
+                ref = np.asarray(payload["reference"][target], dtype=float).reshape(-1, 2)
+                lim = float(np.abs(ref[np.isfinite(ref).all(axis=1)]).max(initial=1.0)) * 1.3
+                ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.75", label="target", rasterized=True)
+                x = np.asarray(payload["samples"][key], dtype=float).reshape(-1, 2)
+                finite = np.isfinite(x).all(axis=1)
+                notes = []
+                if sub and all(r.get("w2_draws") is None for r in sub):
+                    notes.append("samples non-finite: not drawn")
+                else:
+                    x = x[finite]
+                    out = (np.abs(x) > lim).any(axis=1)
+                    ax.scatter(x[~out, 0], x[~out, 1], s=1, c="C0", label="samples", rasterized=True)
+                    if out.any():
+                        c = np.clip(x[out], -lim, lim)
+                        ax.scatter(c[:, 0], c[:, 1], s=8, marker="D", c="tab:red", label="clamped to the border",
+                                   clip_on=False)
+                        notes.append(f"{int(out.sum())} clamped")
+                    if (~finite).any():
+                        notes.append(f"{int((~finite).sum())} non-finite")
+                if notes:
+                    lines.append(", ".join(notes))
                 ax.set_xlim(-lim, lim)
                 ax.set_ylim(-lim, lim)
-            if i == 0:
-                ax.set_title(target, fontsize=9)
+            ax.set_title("\n".join(lines), fontsize=7)
             if j == 0:
                 ax.set_ylabel(trainer, fontsize=8)
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], ls="", marker="o", ms=4, c=c, label=lab)
+               for c, lab in (("0.75", "target"), ("C0", "samples"))]
+    handles.append(plt.Line2D([], [], ls="", marker="D", ms=4, c="tab:red", label="sample beyond 1.3 × target extent, clamped"))
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.35 / (2.5 * nr + 0.4), 1, 1))
     return save_figure(fig, path, dpi=80)

@@ -144,7 +144,7 @@ def _draws(sample: Callable[[int, torch.Generator], torch.Tensor], data: Dataset
                                        distances=("w2", "sliced_w2", "mmd2", "energy", "fd") if i == 0 else ("w2",),
                                        heldout=False)
         if "nonfinite_samples" in metrics:
-            return [math.inf] * n_draws, metrics, torch.nan_to_num(x), sample_s / (i + 1)
+            return [math.inf] * n_draws, metrics, x, sample_s / (i + 1)
         ws.append(metrics.pop("w2"))
         if i == 0:
             first, report = x, metrics
@@ -347,9 +347,10 @@ def _resumed(json_path: Path, steps, batch_size, n_samples, n_draws, overrides
     return list(old["rows"]), list(old["floor"]), figure
 
 
-def _points(x, n: int = 400) -> list[list[float]]:
-    """The first n samples' first two coordinates, rounded (for the figure grid kept in the JSON)."""
-    return [[round(float(a), 3), round(float(b), 3)] for a, b in x[:n, :2].tolist()]
+def _points(x, n: int = 400) -> list[list[float | None]]:
+    """The first n samples' first two coordinates, rounded, a non-finite one as None (JSON null), for the
+    figure grid kept in the JSON."""
+    return [[round(v, 3) if math.isfinite(v) else None for v in row] for row in x[:n, :2].tolist()]
 
 
 def _version(pkg: str) -> str | None:

@@ -2,7 +2,9 @@
 checks that involve more than one field or the outside world.
 
 ``load_config(path, overrides)`` reads the YAML (following ``extends: other.yaml`` chains,
-deep-merged), applies ``a.b=value`` overrides (values parsed as YAML scalars), types the tree with
+deep-merged), applies ``a.b=value`` overrides (values parsed as YAML scalars; an override that changes
+``data.name`` drops the previous dataset's own fields, :data:`DATASET_FIELDS`, that came from the file
+and were not set by an override themselves), types the tree with
 the schema (:mod:`scoregan.schema`, the ``trainer`` section by the registry of
 :mod:`scoregan.trainers`) and cross-checks it against the data sets and the chosen rule. Any problem
 raises :class:`~scoregan.schema.ConfigError` with one line naming the field and the value.
@@ -22,6 +24,7 @@ from scoregan.schema import (
     EVAL_STOPPING_SIGNALS,
     HELDOUT_STOPPING_SIGNALS,
     ConfigError,
+    DataConfig,
     ExperimentConfig,
     apply_overrides,
     build_config,
@@ -33,6 +36,10 @@ from scoregan.trainers import get_rule, trainer_configs
 #: early-stopping signals read off the discriminator's input gradient or its values
 DISCRIMINATOR_SIGNALS = ("combined", "dgrad_fake", "dgrad_ratio", "overfit")
 
+#: the ``data`` fields that belong to one dataset (``scoregan.data.DATASETS``): a ``--set data.name=...``
+#: that changes the dataset drops those the file set (see :func:`load_config`)
+DATASET_FIELDS = ("radius", "std", "n_modes", "dim", "noise", "scale", "path", "key")
+
 
 def trainer_names() -> list[str]:
     """The registered update rules, sorted."""
@@ -40,30 +47,82 @@ def trainer_names() -> list[str]:
 
 
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """Read a config file, following ``extends:`` (a path relative to the file), deep-merged."""
+    """Read a config file, following ``extends:`` (a path relative to the file), deep-merged. A file that
+    is missing, a directory, not UTF-8 text, not YAML, empty or not a mapping is a one-line ConfigError."""
     path = Path(path)
+    name = repr(str(path))
     if path.resolve() in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
-        raise ConfigError(f"config file {str(path)!r}: its extends: chain loops ({chain})")
+        raise ConfigError(f"config file {name}: its extends: chain loops ({chain})")
+    if path.is_dir():
+        raise ConfigError(f"config file {name} is a directory, not a YAML file")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"config file {name} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {name} is not a text file (not UTF-8): is it a YAML config?") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {name} cannot be read: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {name} is not valid YAML: {_yaml_problem(exc)}") from None
+    if raw is None:
+        raise ConfigError(f"config file {name} is empty: write the fields to change (see --print-config), or "
+                          "give no CONFIG for the embedded defaults")
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"config file {name} must hold a mapping of sections, got {type(raw).__name__}")
     parent = raw.pop("extends", None)
     if parent is not None:
+        if not isinstance(parent, str) or not parent.strip():
+            raise ConfigError(f"config file {name}: extends = {parent!r}: expected the path of another config "
+                              "file (relative to this one)")
         base = read_yaml(path.parent / parent, (*_seen, path.resolve()))
         raw = deep_merge(base, raw)
     return raw
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+def override_keys(overrides: list[str] | None) -> dict[str, str]:
+    """The ``key.path`` -> value text of ``a.b=value`` overrides (the last one of a key wins)."""
+    out = {}
+    for item in overrides or []:
+        if "=" in item:
+            key, text = item.split("=", 1)
+            out[key.strip()] = text
+    return out
+
+
+def drop_stale_data_fields(raw: dict, overrides: list[str] | None) -> dict:
+    """``raw`` (a file's mapping) without its :data:`DATASET_FIELDS` when an override changes
+    ``data.name``, except those an override sets itself: 8 Gaussians' radius does not fit an npz file."""
+    keys = override_keys(overrides)
+    data = raw.get("data")
+    if "data.name" not in keys or not isinstance(data, dict):
+        return raw
+    try:
+        new = yaml.safe_load(keys["data.name"])
+    except yaml.YAMLError:
+        new = keys["data.name"]
+    if new == data.get("name", DataConfig.name):
+        return raw
+    kept = {k: v for k, v in data.items() if k not in DATASET_FIELDS or f"data.{k}" in keys}
+    return {**raw, "data": kept}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load and validate a config (``path=None``: the embedded defaults, the quick-start job)."""
+    """Load and validate a config (``path=None``: the embedded defaults, the quick-start job). An override
+    of ``data.name`` to another dataset resets the file's dataset fields (:func:`drop_stale_data_fields`)."""
     raw = read_yaml(path) if path is not None else {}
-    return from_dict(apply_overrides(raw, overrides))
+    return from_dict(apply_overrides(drop_stale_data_fields(raw, overrides), overrides))
 
 
 def from_dict(raw: dict) -> ExperimentConfig:

@@ -1,18 +1,34 @@
-"""Discriminator-guided Langevin refinement of a trained run (``scoregan sample RUN_DIR --langevin``).
+"""Guided Langevin refinement of a trained run (``scoregan sample RUN_DIR --langevin``).
 
-Two chains, both started from the generator's own draws x0 = G(z0), z0 ~ N(0, I) (the same draws
-as ``scoregan sample`` with the same seed):
+Every chain starts from the generator's own draws x0 = G(z0), z0 ~ N(0, I) (the same draws as
+``scoregan sample`` with the same seed). What guides it depends on the trainer (docs/theory.md §10):
 
-- ``space="latent"``: z ← z + η ∇_z(log N(z; 0, I) + λ·logit D(G(z))) + √(2η) ξ, then x = G(z)
-  (:func:`~scoregan.sampling.latent_langevin`). Its stationary law pushes forward to p_d when
-  logit D = log p_d/p_g exactly and λ = 1.
-- ``space="data"``: x ← x + η (ŝ_g(x) + λ∇logit D(x)) + √(2η) ξ, where ŝ_g is the exact score of
-  a Gaussian kernel density estimate of p_g (a bank of generator samples, bandwidth h by Scott's
-  rule): ŝ_g = ∇log(p̂_g * N(0, h²I)), so ŝ_g + ∇log r ≈ s_d at noise level h, and the run ends
-  with Tweedie's denoising step x + h²(ŝ_g + λ∇ψ). The KDE score varies on the scale h (its
-  Lipschitz constant is about 1/h²), so here ``step_size`` is relative: η = step_size·h²
-  (stable for step_size ≲ 0.5). Meant for low-dimensional data (the KDE score degrades with
-  the dimension).
+- a scalar discriminator (GAN, f-GAN, LSGAN, hinge, WGAN-GP): ψ = log r read through the rule's
+  ``discriminator_link`` (:class:`DiscriminatorGuidance`);
+- a closed-form kernel witness (kernel-flow, and gmmn, which has the same kernel and no network):
+  ψ = D̂(x) = (1/M) Σ_j k(x, y_j) − (1/N) Σ_i k(x, x_i) with the run's kernel, a bank y_1..y_M of
+  the run's data (seed + 3) and the current particles x_1..x_N (:class:`KernelGuidance`, bound to
+  the ensemble at every step). ∇D̂ is the MMD gradient flow's direction (the flow the run trained
+  with), not a log-ratio: the chain samples about p_g·e^{λD̂}, not p_d (the report's ``note``);
+- a data score network (score-gan): no guidance, the chain is annealed-Langevin's at one level on
+  s_d(x, σ) ≈ ∇log(p_d * N(0, σ²I)) itself, data space only (below).
+
+Two spaces:
+
+- ``space="latent"``: z ← z + η ∇_z(log N(z; 0, I) + λ·ψ(G(z))) + √(2η) ξ, then x = G(z)
+  (:func:`~scoregan.sampling.latent_langevin`; the witness through :class:`PullbackGuidance`, with
+  the repulsion between the decoded particles G(z_i)). Its stationary law pushes forward to p_d when
+  ψ = log p_d/p_g exactly and λ = 1. Score-gan runs are refused: s_d pulled back through G is not
+  the gradient of a latent log-density of p_d (that needs log r, i.e. also s_g).
+- ``space="data"``: x ← x + η (s(x) + λ∇ψ(x)) + √(2η) ξ at noise level h, then Tweedie's
+  denoising step x + h²(s + λ∇ψ). For the guided runs s = ŝ_g, the exact score of a Gaussian kernel
+  density estimate of p_g (a bank of generator samples, h by Scott's rule), so ŝ_g + ∇log r ≈ s_d at
+  noise level h. For score-gan s = s_d(·, σ) with h = σ the run's smallest noise level (``sigma``
+  for ``sigma_mode: fixed``, else ``sigma_min``), the level its data score resolves the modes at: the
+  chain then targets p_d * N(0, σ²I) and the last step denoises it (s_g + ∇log r would estimate the
+  same score with the lagging online s_g, and exists only with a ratio network). The scores vary on
+  the scale h (Lipschitz constant about 1/h²), so ``step_size`` is relative there: η = step_size·h²
+  (stable for step_size ≲ 0.5). Meant for low-dimensional data (a KDE score degrades with d).
 
 Latent space has a fixed scale (the N(0, I) prior), so there ``step_size`` is η itself.
 """
@@ -30,41 +46,92 @@ import torch
 from scoregan._checks import check_choice, check_int, check_positive
 from scoregan.experiment.evaluation import compare_to_target, nonfinite_rows
 from scoregan.experiment.runs import Run, load_run
-from scoregan.sampling.guidance import DiscriminatorGuidance
+from scoregan.objectives import Kernel
+from scoregan.sampling.guidance import DiscriminatorGuidance, KernelGuidance, PullbackGuidance
 from scoregan.sampling.langevin import check_guidance_scale, langevin, latent_langevin
 from scoregan.sampling.plots import plot_before_after
+from scoregan.sampling.steps import StandardNormal
 from scoregan.scores import BankScore, scott_bandwidth
 from scoregan.trainers.adversarial import divergence_of
+from scoregan.trainers.score_gan import ScoreGAN
 
-__all__ = ["guidance_for_run", "langevin_from_run"]
+__all__ = ["guidance_for_run", "langevin_from_run", "data_score_sigma", "REFERENCE_SIZE", "EVALS",
+           "CHEAP_DISTANCES"]
 
 SPACES = ("latent", "data")
+#: the evaluation levels of :func:`langevin_from_run`: no metrics, all but exact W2, all of them
+EVALS = ("none", "cheap", "full")
+#: the distances of the cheap report (exact W2, O(n³), dominates a full report's cost)
+CHEAP_DISTANCES = ("sliced_w2", "mmd2", "energy", "fd")
+#: default M, the data points of a kernel run's witness bank
+REFERENCE_SIZE = 2048
 
-def guidance_for_run(run: Run) -> DiscriminatorGuidance:
-    """The :class:`DiscriminatorGuidance` of a trained run, read through its rule's
-    ``discriminator_link`` (the (non-)saturating GAN's logit, an f-GAN critic's log r, the
-    least-squares GAN's D = p_d/(p_d + p_g)); ValueError naming the trainer where there is no scalar
-    discriminator."""
+
+def _is_kernel_run(run: Run) -> bool:
+    return run.discriminator is None and isinstance(getattr(run.rule, "kernel", None), Kernel)
+
+
+def guidance_for_run(run: Run, *, reference_size: int = REFERENCE_SIZE,
+                     seed: int = 0) -> DiscriminatorGuidance | KernelGuidance:
+    """The guidance field ψ of a trained run (module docstring).
+
+    A scalar discriminator is read through its rule's ``discriminator_link`` (the (non-)saturating
+    GAN's logit, an f-GAN critic's log r, the least-squares GAN's D = p_d/(p_d + p_g)); a kernel run
+    (no discriminator, a ``kernel``) gives ``KernelGuidance(kernel, y)`` with y (reference_size, d)
+    data drawn with a CPU generator seeded ``seed + 3``. ValueError naming the trainer otherwise
+    (a feature-map discriminator, a score-gan run: see :func:`langevin_from_run`, flow matching).
+    """
     name, link = run.config.trainer.name, type(run.rule).discriminator_link
+    if _is_kernel_run(run):
+        check_int("reference_size", reference_size, minimum=1)
+        y = run.data.sample(reference_size, generator=torch.Generator().manual_seed(seed + 3))
+        return KernelGuidance(run.rule.kernel, y.to(run.device, getattr(torch, run.config.train.dtype)))
     if run.discriminator is None:
-        raise ValueError(f"run_dir={str(run.run_dir)!r}: this run has no discriminator to guide with "
-                         f"(trainer {name!r})")
+        hint = " (score-gan runs are refined by their data score: langevin_from_run)" if name == "score-gan" else ""
+        raise ValueError(f"run_dir={str(run.run_dir)!r}: this run has no discriminator or kernel witness to guide "
+                         f"with (trainer {name!r}){hint}")
     if link is None:
         raise ValueError(f"run_dir={str(run.run_dir)!r}: the discriminator of trainer {name!r} is not a scalar "
                          f"critic (mmd-gan's is a feature map x -> R^feature_dim); Langevin guidance needs a "
-                         f"GAN, f-GAN, LSGAN, hinge or WGAN-GP run")
+                         f"GAN, f-GAN, LSGAN, hinge, WGAN-GP, kernel-flow, gmmn or score-gan run")
     if link == "fgan":
         return DiscriminatorGuidance(run.discriminator, link="fgan", divergence=divergence_of(run.config.trainer))
     return DiscriminatorGuidance(run.discriminator, link=link)
+
+
+def data_score_sigma(run: Run) -> float:
+    """σ of a score-gan run's data-space chain: ``trainer.sigma`` when fixed, else ``sigma_min``."""
+    c = run.config.trainer
+    return float(c.sigma if c.sigma_mode == "fixed" else c.sigma_min)
+
+
+class _DataScore:
+    """s_d(x, σ) (N, d) of a score-gan rule at a scalar σ (a noise-conditional score for the driver)."""
+
+    def __init__(self, rule: ScoreGAN) -> None:
+        self.rule = rule
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rule.data_score(x, torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device))
 
 
 def _scalars(prefix: str, report: dict[str, Any]) -> dict[str, float | int]:
     return {f"{k}_{prefix}": v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _quality(samples: torch.Tensor, run: Run, seed: int) -> dict[str, Any]:
-    """The toy metrics of ``samples`` against fresh target samples (seed + 1; metrics seed + 2)."""
-    return compare_to_target(samples, run.data, reference_seed=seed + 1, metric_seed=seed + 2, heldout=False)[0]
+def _quality(samples: torch.Tensor, run: Run, seed: int, level: str) -> dict[str, Any]:
+    """The toy metrics of ``samples`` against fresh target samples (seed + 1; metrics seed + 2);
+    ``level`` "cheap" leaves out exact W2."""
+    distances = CHEAP_DISTANCES if level == "cheap" else ("w2", *CHEAP_DISTANCES)
+    return compare_to_target(samples, run.data, reference_seed=seed + 1, metric_seed=seed + 2, distances=distances,
+                             heldout=False)[0]
+
+
+def _eval_level(metrics: str | bool) -> str:
+    if isinstance(metrics, bool):
+        return "full" if metrics else "none"
+    return check_choice("metrics", metrics, EVALS)
 
 
 def langevin_from_run(
@@ -74,92 +141,144 @@ def langevin_from_run(
     steps: int,
     step_size: float,
     guidance_scale: float = 1.0,
-    space: str = "latent",
+    space: str | None = None,
     seed: int = 0,
     out: str | Path | None = None,
     mala: bool = False,
     bandwidth: float | None = None,
+    reference_size: int = REFERENCE_SIZE,
     device: str | torch.device = "cpu",
     checkpoint: str = "last",
-    metrics: bool = True,
+    metrics: str | bool = "cheap",
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Refine ``n`` samples of a trained GAN run by discriminator-guided Langevin dynamics.
+    """Refine ``n`` samples of a trained run by guided Langevin dynamics (the chains of the module docstring).
 
     Args:
-        run_dir: a run directory written by ``scoregan train`` with a scalar discriminator, read as
-            log r through its rule's ``discriminator_link`` (the logit for the GAN
-            trainers, log r for the f-GAN, D = p_d/(p_d + p_g) for the LSGAN); a hinge or WGAN
-            critic is used like a logit but is not a log-ratio (see :class:`DiscriminatorGuidance`).
-            The generator is the one ``scoregan sample`` draws with (its moving average with
-            ``trainer.ema`` > 0).
-        n: number of samples; steps: Langevin steps; guidance_scale: λ.
+        run_dir: a run directory written by ``scoregan train``: a scalar-discriminator run (read as
+            log r through its rule's ``discriminator_link``; a hinge or WGAN critic is used like a
+            logit but is not a log-ratio, see :class:`DiscriminatorGuidance`), a kernel run
+            (kernel-flow, gmmn: its witness) or a score-gan run (its data score). The generator is
+            the one ``scoregan sample`` draws with (its moving average with ``trainer.ema`` > 0).
+        n: number of samples; steps: Langevin steps; guidance_scale: λ (score-gan: 1 only, no guidance).
         step_size: η in latent space; in data space η = step_size·h² (module docstring).
-        space: ``"latent"`` (chain on z, returns G(z)) or ``"data"`` (chain on x with a KDE score
-            of the generator; see the module docstring).
-        seed: seeds z0 (the same draws as ``scoregan sample --seed``), the chain noise, and the
-            evaluation's reference samples.
+        space: ``"latent"`` (chain on z, returns G(z)) or ``"data"`` (chain on x); None: latent,
+            data for score-gan runs (which refuse latent).
+        seed: seeds z0 (the same draws as ``scoregan sample --seed``), the chain noise, the
+            evaluation's reference samples (seed + 1, + 2) and a kernel run's data bank (seed + 3).
         out: an ``.npz`` path: arrays ``x`` (refined samples, as ``scoregan sample`` writes),
             ``x0`` (the generator's draws) and ``z`` (latent space); a before/after figure
             (``.png``) and the scalar report (``.json``) beside it.
-        mala: Metropolis-adjust every step (the acceptance rate is reported).
-        bandwidth: KDE bandwidth h for ``space="data"`` (Scott's rule on the bank when None).
+        mala: Metropolis-adjust every step (the acceptance rate is reported; not for score-gan,
+            whose score network has no log-density).
+        bandwidth: data-space noise level h: the KDE bandwidth (Scott's rule on the bank when None),
+            or σ of a score-gan run's s_d (:func:`data_score_sigma` when None).
+        reference_size: M, the data points of a kernel run's witness (default 2048).
         device, checkpoint: where and which checkpoint to load (:func:`scoregan.experiment.runs.load_run`).
-        metrics: compute the toy metrics before and after (W2, MMD, mode statistics...).
+        metrics: ``"cheap"`` (default: sliced W2, MMD², energy, Fréchet distance and mode statistics,
+            before and after), ``"full"`` (and exact W2, O(n³)) or ``"none"``; True / False mean
+            "full" / "none".
+        progress: a tqdm bar over the Langevin steps.
 
     Returns:
         a dict: ``samples`` (n, d) and ``initial`` (n, d) CPU tensors (``latents`` too in latent
-        space), and scalars: the settings, ``logit_before`` / ``logit_after`` (mean discriminator
-        logit), ``acceptance_rate`` (with ``mala``), and each metric as ``<name>_before`` /
-        ``<name>_after`` (for mixtures: ``hq_fraction_*``, modes covered...).
+        space), and scalars: the settings, ``guidance`` ("discriminator", "kernel witness" or
+        "data score"), ``eta``, ``logit_before`` / ``logit_after`` (discriminator runs: mean ψ, with
+        ``link``), ``witness_before`` / ``witness_after`` (kernel runs: mean D̂ over the particles,
+        ensemble = those particles, with ``kernel`` and ``reference_size``), ``sigma`` (score-gan),
+        ``bandwidth`` (data space), ``note`` (when the chain does not target p_d), ``acceptance_rate``
+        (with ``mala``), ``nonfinite_after``, ``eval`` (the metrics level) and each metric as
+        ``<name>_before`` / ``<name>_after`` (``w2_*`` only with "full"; for mixtures
+        ``hq_fraction_*``, ``modes_covered_*``...).
     """
     check_int("n", n, minimum=1)
     check_int("steps", steps, minimum=1)
     check_positive("step_size", step_size)
     check_guidance_scale(guidance_scale)
-    check_choice("space", space, SPACES)
+    if space is not None:
+        check_choice("space", space, SPACES)
     check_int("seed", seed, minimum=0)
+    check_int("reference_size", reference_size, minimum=1)
+    level = _eval_level(metrics)
     if bandwidth is not None:
         check_positive("bandwidth", bandwidth)
     if out is not None and Path(out).suffix != ".npz":
         raise ValueError(f"out must be an .npz path, got {str(out)!r}")
     run = load_run(run_dir, device=device, checkpoint=checkpoint)
-    G, guidance = run.sampling_generator, guidance_for_run(run)
+    score_run = isinstance(run.rule, ScoreGAN)
+    space = space or ("data" if score_run else "latent")
+    if score_run:
+        _check_score_run(space, guidance_scale, mala)
+        guidance = None
+    else:
+        guidance = guidance_for_run(run, reference_size=reference_size, seed=seed)
+    G = run.sampling_generator
     dtype = getattr(torch, run.config.train.dtype)
     g = torch.Generator(device=run.device).manual_seed(seed)
     z0 = torch.randn(n, run.latent_dim, generator=g, device=run.device, dtype=dtype)
     with torch.no_grad():
         x0 = G(z0)
+    kind = "data score" if score_run else ("kernel witness" if isinstance(guidance, KernelGuidance) else "discriminator")
     report: dict[str, Any] = {"run_dir": str(run_dir), "space": space, "n": n, "steps": steps, "step_size": step_size,
                               "guidance_scale": guidance_scale, "seed": seed, "trainer": run.config.trainer.name,
-                              "link": guidance.link, "train_step": run.step}
-    if type(run.rule).discriminator_is_critic:
-        report["note"] = "IPM-style critic, not a log-ratio: the chain samples p_g·exp(λ·critic), not p_d"
+                              "guidance": kind, "train_step": run.step, "eval": level}
+    if isinstance(guidance, DiscriminatorGuidance):
+        report["link"] = guidance.link
+        if type(run.rule).discriminator_is_critic:
+            report["note"] = "IPM-style critic, not a log-ratio: the chain samples p_g·exp(λ·critic), not p_d"
+    elif isinstance(guidance, KernelGuidance):
+        report["kernel"], report["reference_size"] = run.config.trainer.kernel, reference_size
+        report["note"] = ("kernel witness, not a log-ratio: the drift is the MMD gradient flow's direction; "
+                          "the chain samples about p_g·exp(λ·witness), not p_d")
+    common = {"guidance_scale": guidance_scale, "mala": mala, "generator": g, "return_info": True,
+              "progress": progress}
     if space == "latent":
-        z, x, info = latent_langevin(z0, G, guidance, steps=steps, step_size=step_size, guidance_scale=guidance_scale,
-                                     generator=g, mala=mala, return_info=True)
+        if isinstance(guidance, KernelGuidance):
+            z, info = langevin(z0, score=StandardNormal(), guidance=PullbackGuidance(G, guidance), sigmas=1.0,
+                               steps_per_level=steps, step_size=step_size, denoise=False, **common)
+            with torch.no_grad():
+                x = G(z)
+        else:
+            z, x, info = latent_langevin(z0, G, guidance, steps=steps, step_size=step_size, **common)
         report["latents"], report["eta"] = z.detach().cpu(), step_size
     else:
-        bank_n = max(n, 2048)
-        with torch.no_grad():
-            bank = G(torch.randn(bank_n, run.latent_dim, generator=g, device=run.device, dtype=dtype))
-        h = float(bandwidth) if bandwidth is not None else scott_bandwidth(bank)
+        if score_run:
+            score, h = _DataScore(run.rule), float(bandwidth) if bandwidth is not None else data_score_sigma(run)
+            report["sigma"] = h
+        else:
+            with torch.no_grad():
+                bank = G(torch.randn(max(n, 2048), run.latent_dim, generator=g, device=run.device, dtype=dtype))
+            score, h = BankScore(bank), float(bandwidth) if bandwidth is not None else scott_bandwidth(bank)
         report["bandwidth"], report["eta"] = h, step_size * h * h
-        x, info = langevin(x0, score=BankScore(bank), guidance=guidance, sigmas=h, steps_per_level=steps,
-                           step_size=step_size * h * h, guidance_scale=guidance_scale, mala=mala, generator=g,
-                           return_info=True)
+        x, info = langevin(x0, score=score, guidance=guidance, sigmas=h, steps_per_level=steps,
+                           step_size=step_size * h * h, **common)
     if info.acceptance_rate is not None:
         report["acceptance_rate"] = info.acceptance_rate
-    report["logit_before"] = float(guidance.value(x0).mean())
-    report["logit_after"] = float(guidance.value(x).mean())
+    if guidance is not None:
+        name = "witness" if kind == "kernel witness" else "logit"
+        report[f"{name}_before"] = float(guidance.value(x0).mean())
+        report[f"{name}_after"] = float(guidance.value(x).mean())
     x0c, xc = x0.detach().to("cpu", torch.float32), x.detach().to("cpu", torch.float32)
     report["nonfinite_after"] = nonfinite_rows(xc)
-    if metrics and report["nonfinite_after"] == 0:
-        report.update(_scalars("before", _quality(x0c, run, seed)))
-        report.update(_scalars("after", _quality(xc, run, seed)))
+    if level != "none" and report["nonfinite_after"] == 0:
+        report.update(_scalars("before", _quality(x0c, run, seed, level)))
+        report.update(_scalars("after", _quality(xc, run, seed, level)))
     report["samples"], report["initial"] = xc, x0c
     if out is not None:
         _write(Path(out), report, run)
     return report
+
+
+def _check_score_run(space: str, guidance_scale: float, mala: bool) -> None:
+    """A score-gan run's chain is s_d's own, in data space (module docstring): ValueError otherwise."""
+    if space != "data":
+        raise ValueError("score-gan runs are refined in data space by their data score s_d(x, σ) (pulled back "
+                         "through G it is no latent log-density): use space='data' (--space data)")
+    if guidance_scale != 1.0:
+        raise ValueError(f"guidance_scale={guidance_scale!r}: a score-gan run's chain follows its data score alone "
+                         f"(no guidance field to scale); drop it")
+    if mala:
+        raise ValueError("mala=True needs log p_d, which a score-gan run's data score network does not give; drop it")
 
 
 def _write(out: Path, report: dict[str, Any], run: Run) -> None:
@@ -174,8 +293,9 @@ def _write(out: Path, report: dict[str, Any], run: Run) -> None:
     n = report["samples"].shape[0]
     ref = run.data.sample(n, generator=torch.Generator().manual_seed(report["seed"] + 1))
     mix = getattr(run.data, "mixture", None)
+    lam = "" if report["guidance"] == "data score" else f", λ={report['guidance_scale']:g}"
     if torch.isfinite(report["samples"]).all():
         plot_before_after(report["initial"], report["samples"], ref, out.with_suffix(".png"),
                           means=None if mix is None else mix.means,
-                          titles=("generator", f"guided Langevin ({report['space']}, λ={report['guidance_scale']:g})"),
+                          titles=("generator", f"{report['guidance']} Langevin ({report['space']}{lam})"),
                           suptitle=f"{run.config.name}: {n} samples")

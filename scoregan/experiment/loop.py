@@ -23,6 +23,7 @@ from scoregan.experiment.callbacks import Callback
 from scoregan.experiment.config import absolute_paths, dump_config
 from scoregan.experiment.early_stopping import callbacks_from_config
 from scoregan.experiment.evaluation import evaluate_generator
+from scoregan.experiment.finite import NonFiniteGuard, TrainingDiverged
 from scoregan.experiment.runs import build_rule, load_rule_state
 from scoregan.experiment.tracking import Tracker, read_metrics
 from scoregan.plotting import plot_curves, plot_samples
@@ -68,7 +69,7 @@ class Trainer:
         ckpt = None
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ValueError(f"run directory {str(self.run_dir)!r} is a file; choose another --run-dir")
-        if resume:
+        if resume and (self.run_dir / CHECKPOINT).exists():
             ckpt = load_checkpoint(self.run_dir / CHECKPOINT)  # fail before building anything
         elif (self.run_dir / CHECKPOINT).exists():
             raise ValueError(f"run directory {str(self.run_dir)!r} already holds a run: continue it with "
@@ -81,6 +82,7 @@ class Trainer:
         random.seed(seed)
         self.data = make_dataset(cfg.data)
         self.rule: UpdateRule = build_rule(cfg, self.data, self.device)
+        self.guard = NonFiniteGuard(self.rule, cfg.train.nonfinite)
         self.data_rng = torch.Generator().manual_seed(seed + 1)
         self.noise_rng = torch.Generator(device=self.device).manual_seed(seed + 2)
         self.step = 0
@@ -114,6 +116,9 @@ class Trainer:
         }
 
     def save_checkpoint(self, name: str = "last") -> Path:
+        """Write ``checkpoints/<name>.pt`` atomically; a non-finite state is never written
+        (:class:`~scoregan.experiment.finite.TrainingDiverged` instead)."""
+        self.guard.check_state(self.step)
         path = self.run_dir / "checkpoints" / f"{name}.pt"
         save_atomic(self.checkpoint_state(), path)
         if name == "last":
@@ -147,8 +152,12 @@ class Trainer:
             tag = tag or f"step{self.step:07d}"
             mix = self.data.mixture
             title = f"{self.cfg.name} ({self.cfg.trainer.name}) step {self.step}"
+            field = self.rule.velocity_field(torch.Generator().manual_seed(e.seed + 7)) if self.data.dim == 2 else None
             path = plot_samples(samples, reference, self.run_dir / "figures" / f"samples_{tag}.png", title=title,
-                                means=None if mix is None else mix.means, image_shape=self.data.image_shape)
+                                means=None if mix is None else mix.means, image_shape=self.data.image_shape,
+                                field=field)
+            if tag.startswith("final"):  # samples_final_step<k>.png stays; samples_final.png is the latest final
+                path.with_name("samples_final.png").write_bytes(path.read_bytes())
             self.tracker.log_figure(self.step, "samples", path)
         for c in self.callbacks:
             c.on_eval(self, metrics)
@@ -168,37 +177,55 @@ class Trainer:
                 self.step += 1
                 ctx = StepContext(self.step, t.batch_size, self.data, self.data_rng, self.noise_rng,
                                   self.device, self.dtype)
+                self.guard.before_step()
                 logs = self.rule.step(ctx)
-                if self.step % t.log_every == 0:
+                skipped = self.guard.after_step(self.step, logs)
+                if skipped is not None:
+                    self.tracker.log(self.step, {"skipped": skipped, "skipped_total": self.guard.skipped},
+                                     kind="nonfinite")
+                elif self.step % t.log_every == 0:
                     self.tracker.log(self.step, logs)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
                 bar.update(1)
                 for c in self.callbacks:
                     c.on_step_end(self, logs)
                 last = self.step == t.steps or self.should_stop
+                if last:  # the final state is safe on disk before the final evaluation and figures run
+                    self.save_checkpoint()
                 if self.step % t.eval_every == 0 or last:
-                    metrics = self.evaluate(tag="final" if last else None)
+                    metrics = self.evaluate(tag=f"final_step{self.step:07d}" if last else None)
                 if self.step % t.checkpoint_every == 0 or last:
                     self.save_checkpoint()
+        except TrainingDiverged as exc:
+            self.tracker.log(self.step, {"error": str(exc)}, kind="diverged")
+            self.tracker.close()
+            raise TrainingDiverged(f"{exc}; stopped without saving it: {self._resume_hint()}") from None
         except KeyboardInterrupt:
-            if self.checkpoint_step is not None:
-                msg = (f"interrupted at step {self.step}; the checkpoint of step {self.checkpoint_step} is intact: "
-                       f"continue with scoregan train --resume {self.run_dir}")
-            else:
-                msg = (f"interrupted at step {self.step}, before the first checkpoint: nothing to resume; the same "
-                       f"command with --run-dir {self.run_dir} starts it over")
-            raise TrainingInterrupted(msg) from None
+            self.tracker.close()
+            raise TrainingInterrupted(f"interrupted at step {self.step}; {self._resume_hint()}") from None
+        except BaseException:
+            self.tracker.close()
+            raise
         finally:
             bar.close()
         wall = time.perf_counter() - start
         if self.cfg.eval.figures:
-            path = plot_curves(read_metrics(self.run_dir), self.run_dir / "figures" / "curves.png", title=self.cfg.name)
+            path = plot_curves(read_metrics(self.run_dir), self.run_dir / "figures" / "curves.png", title=self.cfg.name,
+                               trainer=self.cfg.trainer.name)
             self.tracker.log_figure(self.step, "curves", path)
         for c in self.callbacks:
             c.on_fit_end(self)
         self.tracker.summary({**metrics, "train_wall_s": wall})
         self.tracker.close()
         return FitResult(self.run_dir, self.step, metrics, stopped_early=self.step < t.steps)
+
+    def _resume_hint(self) -> str:
+        """What is on disk and how to continue, for the one-line messages of an interrupted run."""
+        if self.checkpoint_step is not None:
+            return (f"the checkpoint of step {self.checkpoint_step} is intact: continue with scoregan train "
+                    f"--resume {self.run_dir}")
+        return (f"no checkpoint was written yet: scoregan train --resume {self.run_dir} starts it over from its "
+                "config.yaml")
 
 
 class TrainingInterrupted(KeyboardInterrupt):

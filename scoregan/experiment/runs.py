@@ -19,7 +19,8 @@ from torch import nn
 from scoregan.checkpoint import CheckpointError, load_checkpoint, mismatch_detail
 from scoregan.data import Dataset, make_dataset
 from scoregan.experiment.config import load_config
-from scoregan.schema import ExperimentConfig
+from scoregan.experiment.finite import describe, nonfinite_state
+from scoregan.schema import ExperimentConfig, to_dict
 from scoregan.trainers import SourceGenerator, UpdateRule, get_rule
 
 
@@ -85,6 +86,34 @@ def load_rule_state(rule: UpdateRule, state: dict[str, Any], where: str) -> None
         raise CheckpointError(f"{where}: {mismatch_detail(exc)}") from None
 
 
+#: the config sections that fix what a checkpoint's networks are and how they are read
+_NETWORK_SECTIONS = ("data", "model", "trainer")
+
+
+def _differences(a: Any, b: Any, prefix: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}.{k}")]
+    return [] if a == b else [f"{prefix} = {a!r} in config.yaml, {b!r} in the checkpoint"]
+
+
+def check_trainer_matches(cfg: ExperimentConfig, ckpt: dict[str, Any], run_dir: Path) -> None:
+    """CheckpointError when config.yaml names another trainer than the one that wrote the checkpoint."""
+    if ckpt.get("trainer") != cfg.trainer.name:
+        raise CheckpointError(f"config.yaml of {str(run_dir)!r} names trainer {cfg.trainer.name!r} but its checkpoint "
+                              f"was written by {ckpt.get('trainer')!r}: config.yaml was edited or truncated")
+
+
+def check_config_matches(cfg: ExperimentConfig, ckpt: dict[str, Any], run_dir: Path) -> None:
+    """CheckpointError when config.yaml and the checkpoint disagree on the data, the model or the trainer's
+    settings (a truncated or edited config.yaml would otherwise be read with defaults or the wrong link)."""
+    check_trainer_matches(cfg, ckpt, run_dir)
+    saved, now = ckpt.get("config") or {}, to_dict(cfg)
+    diffs = [d for s in _NETWORK_SECTIONS if s in saved for d in _differences(now[s], saved[s], s)]
+    if diffs:
+        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        raise CheckpointError(f"config.yaml of {str(run_dir)!r} does not match its checkpoint: {diffs[0]}{more}")
+
+
 def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", checkpoint: str = "last") -> Run:
     """Rebuild the networks of ``run_dir`` from ``config.yaml`` and ``checkpoints/<checkpoint>.pt``."""
     run_dir = Path(run_dir)
@@ -95,9 +124,15 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", checkpo
         raise CheckpointError(f"{str(run_dir)!r} is not a run directory: it has no config.yaml")
     cfg = load_config(cfg_path)
     ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", map_location=device)
+    check_trainer_matches(cfg, ckpt, run_dir)
     device = torch.device(device)
     data = make_dataset(cfg.data)
     rule = build_rule(cfg, data, device)
     load_rule_state(rule, ckpt["rule"], f"checkpoint in {str(run_dir)!r} does not match its config.yaml")
+    check_config_matches(cfg, ckpt, run_dir)  # same shapes, but read with other settings?
+    bad = nonfinite_state(rule)
+    if bad:
+        raise CheckpointError(f"checkpoint {checkpoint}.pt in {str(run_dir)!r} holds non-finite weights "
+                              f"({describe(bad)}; {len(bad)} tensors): the run diverged; use an earlier checkpoint")
     rule.train(False)
     return Run(run_dir, cfg, data, rule, int(ckpt["step"]), device)

@@ -12,6 +12,8 @@ Two kinds (docs/theory.md §10):
 - :class:`DiscriminatorGuidance`: ψ = log r = log p_d/p_g estimated by a trained discriminator. For
   the GAN discriminators of scoregan the raw output v IS that estimate (D = sigmoid(v) and the
   optimal logit is log r), so s_g + ∇ψ = s_d turns a generator score into a data score.
+- :class:`LatentGuidance` / :class:`PullbackGuidance`: either pulled back through a generator,
+  ψ(z) = ψ_x(G(z)) (the first for a discriminator, the second for any field, a witness included).
 
 Protocol used by :func:`scoregan.sampling.langevin` (any object with ``grad`` works):
 
@@ -35,8 +37,8 @@ from scoregan._autograd import input_gradient
 from scoregan._checks import check_choice, check_matrix
 from scoregan.objectives.kernels import Witness, kernel_witness
 
-__all__ = ["Guidance", "KernelGuidance", "DiscriminatorGuidance", "LatentGuidance", "module_input_dim",
-           "module_output_dim"]
+__all__ = ["Guidance", "KernelGuidance", "DiscriminatorGuidance", "LatentGuidance", "PullbackGuidance",
+           "module_input_dim", "module_output_dim"]
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -377,3 +379,69 @@ class LatentGuidance(Guidance):
 
     def grad(self, z: torch.Tensor) -> torch.Tensor:
         return input_gradient(self._psi, self._net_input(z)).to(dtype=z.dtype, device=z.device)
+
+
+class PullbackGuidance(Guidance):
+    """Any data-space field ψ_x (``grad``, optionally ``value`` and ``bind``) pulled back to latent space.
+
+        ψ(z) = ψ_x(G(z)),      ∇_z ψ(z) = J_G(z)ᵀ ∇_x ψ_x(G(z))          z (N, latent_dim)
+
+    The vector-Jacobian product takes one backward pass through G; ∇_x ψ_x itself comes from the
+    field's own ``grad`` (a closed-form witness needs no autograd). An ensemble-dependent field
+    (:class:`KernelGuidance`) is bound at each step to the decoded particles G(z_1..z_N) (:meth:`bind`),
+    so the witness's repulsion acts between the generated points, as in data space.
+
+    Args:
+        generator_net: an ``nn.Module`` or callable z (N, latent_dim) ↦ x (N, d).
+        field: the data-space guidance (e.g. a :class:`KernelGuidance`).
+    """
+
+    def __init__(self, generator_net: Callable[[torch.Tensor], torch.Tensor], field: Any) -> None:
+        if not callable(generator_net):
+            raise ValueError(f"generator_net must be an nn.Module or a callable z -> x, got {type(generator_net).__name__}")
+        if not callable(getattr(field, "grad", None)):
+            raise ValueError(f"field must provide grad(x) -> (N, d) (e.g. KernelGuidance), got {type(field).__name__}")
+        self.generator_net, self.field = generator_net, field
+        self.dim = module_input_dim(generator_net)
+        self.has_value = callable(getattr(field, "value", None)) and getattr(field, "has_value", True)
+        self._dtype, self._device = _float_dtype_device(generator_net)
+
+    def _net_input(self, z: torch.Tensor) -> torch.Tensor:
+        return z.detach().to(dtype=self._dtype or z.dtype, device=self._device or z.device)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z) as (N, d), no graph, in z's dtype and device."""
+        with torch.no_grad():
+            return self.generator_net(self._net_input(z)).to(dtype=z.dtype, device=z.device)
+
+    def bind(self, particles: torch.Tensor) -> Guidance:
+        """The pull-back of ``field.bind(G(particles))``; ``self`` for a static field."""
+        bind = getattr(self.field, "bind", None)
+        if not callable(bind):
+            return self
+        return PullbackGuidance(self.generator_net, bind(self.decode(particles)))
+
+    def check(self, z: torch.Tensor, name: str = "z0") -> None:
+        """Check z against the generator's input and the generator's output against the field."""
+        if self.dim is not None and z.shape[1] != self.dim:
+            raise ValueError(f"generator_net expects latents of dimension {self.dim} but {name} has dimension "
+                             f"{z.shape[1]} (shape {tuple(z.shape)})")
+        check = getattr(self.field, "check", None)
+        if callable(check):
+            check(self.decode(z[:2]), "the generator output")
+
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        """ψ_x(G(z)) (N,) in z's dtype and device."""
+        return self.field.value(self.decode(z)).to(dtype=z.dtype, device=z.device)
+
+    def grad(self, z: torch.Tensor) -> torch.Tensor:
+        """J_G(z)ᵀ ∇_x ψ_x(G(z)) (N, latent_dim), in z's dtype and device."""
+        with torch.enable_grad():
+            zg = self._net_input(z).requires_grad_(True)
+            x = self.generator_net(zg)
+            gx = self.field.grad(x.detach().to(dtype=z.dtype, device=z.device))
+            (gz,) = torch.autograd.grad(x, zg, grad_outputs=gx.to(dtype=x.dtype, device=x.device))
+        return gz.to(dtype=z.dtype, device=z.device)
+
+    def __repr__(self) -> str:
+        return f"PullbackGuidance({type(self.generator_net).__name__}, {self.field!r})"

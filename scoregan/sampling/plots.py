@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from scoregan._checks import check_int, check_matrix
-from scoregan.plotting import pca_basis, project_2d
+from scoregan.plotting import clamp_to_window, finite_rows, pca_basis, plot_window, project_2d
 
 __all__ = ["plot_guidance_field", "plot_before_after"]
 
@@ -47,7 +47,9 @@ def plot_guidance_field(
         path: save the figure there as PNG when given.
         grid: arrows per axis.
 
-    Arrows show the direction of ∇ψ (unit length), colour its magnitude |∇ψ|.
+    Arrows show the direction of ∇ψ (unit length), colour its magnitude |∇ψ|. Non-finite particles
+    are dropped (their count in the title), as are the paths of particles that ever become non-finite;
+    the axes cover every drawn point.
 
     Returns:
         the matplotlib Figure.
@@ -67,6 +69,11 @@ def plot_guidance_field(
     check_int("grid", grid, minimum=2)
     check_int("max_trajectories", max_trajectories, minimum=0)
 
+    particles, bad = finite_rows(particles.detach())
+    if not len(particles):
+        raise ValueError(f"all {bad} particles are non-finite: nothing to draw")
+    if trajectory is not None:
+        trajectory = trajectory[:, torch.isfinite(trajectory).all(dim=2).all(dim=0)]
     pts = [particles] + ([reference] if reference is not None else [])
     if trajectory is not None:
         pts.append(trajectory.reshape(-1, 2))
@@ -115,8 +122,9 @@ def plot_guidance_field(
     ax.set_ylim(float(lo[1]), float(hi[1]))
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=8)
-    if title:
-        ax.set_title(title)
+    note = f"{bad} non-finite particles not drawn" if bad else ""
+    if title or note:
+        ax.set_title("\n".join(t for t in (title, note) if t))
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +145,11 @@ def plot_before_after(
     """Two panels over the same target samples: ``before`` (N, d) and ``after`` (N, d) guidance.
 
     2-D data are drawn as they are, higher dimensions on the target's top-2 principal plane;
-    mixture ``means`` (K, d) as crosses. Saves a PNG when ``path`` is given; returns the Figure.
+    mixture ``means`` (K, d) as small open circles. The shared axes cover the target and both sets of
+    points; far outliers (beyond :func:`scoregan.plotting.plot_window` of the target and both sets) are
+    drawn as red diamonds clamped to that border, and non-finite rows are dropped, each count in the
+    panel's title.
+    Saves a PNG when ``path`` is given; returns the Figure.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -145,28 +157,45 @@ def plot_before_after(
     check_matrix("reference", reference)
     check_matrix("before", before, dim=reference.shape[1])
     check_matrix("after", after, dim=reference.shape[1])
-    ref = reference.detach().to("cpu", torch.float64)
+    ref, _ = finite_rows(reference.detach().to("cpu", torch.float64))
     basis = pca_basis(ref)
-    r = project_2d(ref, basis).numpy()
-    lo = np.minimum(np.quantile(r, 0.001, axis=0), r.min(0)) - 0.5
-    hi = np.maximum(np.quantile(r, 0.999, axis=0), r.max(0)) + 0.5
-    fig = Figure(figsize=(10.4, 5))
+    r = project_2d(ref, basis)
+    finite = [finite_rows(pts.detach().to("cpu", torch.float64)) for pts in (before, after)]
+    box_lo, box_hi, w_lo, w_hi = plot_window(r, torch.cat([project_2d(p, basis) for p, _ in finite]))
+    panels = []
+    lo, hi = box_lo, box_hi
+    for p, bad in finite:
+        p, outside = clamp_to_window(project_2d(p, basis), w_lo, w_hi)
+        if len(p):
+            lo, hi = torch.minimum(lo, p.min(0).values), torch.maximum(hi, p.max(0).values)
+        panels.append((p, outside, bad))
+    pad = 0.03 * (hi - lo)
+    lo, hi = (lo - pad).numpy(), (hi + pad).numpy()
+    fig = Figure(figsize=(10.4, 5.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
-    for ax, pts, title in zip(axes, (before, after), titles):
-        p = project_2d(pts.detach().to("cpu", torch.float64), basis).numpy()
-        ax.scatter(r[:, 0], r[:, 1], s=3, c="0.65", alpha=0.5, label="target", rasterized=True)
-        ax.scatter(p[:, 0], p[:, 1], s=3, c="tab:orange", alpha=0.6, label="samples", rasterized=True)
+    rn = r.numpy()
+    for ax, (p, outside, bad), title in zip(axes, panels, titles):
+        ax.scatter(rn[:, 0], rn[:, 1], s=3, c="0.6", alpha=0.5, label="target", rasterized=True, zorder=2)
+        ins = p[~outside].numpy()
+        ax.scatter(ins[:, 0], ins[:, 1], s=3, c="tab:orange", alpha=0.6, label="samples", rasterized=True, zorder=3)
         if means is not None:
             m = project_2d(means.detach().to("cpu", torch.float64), basis).numpy()
-            ax.scatter(m[:, 0], m[:, 1], marker="x", c="k", s=30, label="modes")
+            ax.scatter(m[:, 0], m[:, 1], marker="o", facecolors="none", edgecolors="k", s=22, linewidths=0.5,
+                       alpha=0.7, label="modes", zorder=4)
+        notes = [f"{bad} non-finite samples not drawn"] if bad else []
+        if outside.any():
+            c = p[outside].numpy()
+            ax.scatter(c[:, 0], c[:, 1], marker="D", s=12, c="tab:red", alpha=0.8, zorder=5,
+                       label="outside the window, clamped to its border")
+            notes.append(f"{int(outside.sum())} clamped to the border")
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(lo[1], hi[1])
         ax.set_aspect("equal", adjustable="box")
-        ax.set_title(title)
+        ax.set_title(title + ("\n" + "; ".join(notes) if notes else ""), fontsize=10)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=7, markerscale=2, frameon=False)
         if basis is not None:
             ax.set_xlabel("PC 1 of target")
-    axes[0].legend(loc="upper right", fontsize=8, markerscale=3)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()

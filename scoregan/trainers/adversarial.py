@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from scoregan import flows
 from scoregan._autograd import input_gradient
 from scoregan.schema import ConfigError, TrainerConfig, spec
 from scoregan.models import MLP, Discriminator
@@ -80,6 +81,35 @@ class AdversarialRule(GeneratorRule):
     def generator_objective(self, ctx: StepContext, fake: torch.Tensor) -> torch.Tensor:
         """What G minimises, given its batch (with graph)."""
         return self.g_loss(self.D(fake))
+
+    def velocity_field(self, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """x ↦ −∇ₓ ℓ_G(D(x)), (N, d) → (N, d): the push G's backprop gives each particle, for every
+        variant with a scalar discriminator (``discriminator_link`` set; None otherwise, e.g. MMD-GAN's
+        feature map). ℓ_G is the per-sample generator loss (``g_loss`` is its mean); for the f-GAN family
+        this is ``flows.fgan_velocity_from_discriminator(x, D, divergence, loss)`` = w(r)(s_d − s_g) at the
+        optimum; for hinge and WGAN-GP it is ∇D. D is fixed, so ``generator`` draws nothing; D is
+        evaluated in eval mode and only x receives gradients."""
+        if self.discriminator_link is None:
+            return None
+
+        def field(x: torch.Tensor) -> torch.Tensor:
+            q = x.detach().to(self.device, self.dtype)
+            was = self.D.training
+            self.D.eval()
+            try:
+                if isinstance(self, FGANRule):
+                    v = flows.fgan_velocity_from_discriminator(q, self.D, self.div, self.loss)
+                else:
+                    with torch.enable_grad():
+                        qg = q.requires_grad_(True)
+                        (g,) = torch.autograd.grad(self.g_loss(self.D(qg)) * qg.shape[0], qg)
+                    v = -g
+            finally:
+                self.D.train(was)
+            return v.detach().to(x)
+
+        field.label = "∇D: critic gradient" if self.discriminator_is_critic else "velocity −∇ℓ_G(D)"  # type: ignore[attr-defined]
+        return field
 
     def step(self, ctx: StepContext) -> dict[str, float]:
         logs: dict[str, float] = {}
@@ -307,6 +337,26 @@ class GMMN(GeneratorRule):
     def build(self) -> None:
         self.build_generator()
         self.kernel = build_kernel(self.tcfg)
+
+    def velocity_field(self, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+        """q ↦ ∇D̂(q): the witness gradient between ``batch_size`` real points and G(z) of ``batch_size``
+        latents, drawn in that order from ``generator`` (CPU); each particle's −∇MMD² is (2/N) ∇D̂ there."""
+        n = self.cfg.train.batch_size
+        y = self.data.sample(n, generator=generator).to(self.device, self.dtype)
+        z = torch.randn(n, self.cfg.model.latent_dim, generator=generator, dtype=self.dtype).to(self.device)
+        was = self.G.training
+        self.G.eval()
+        try:
+            with torch.no_grad():
+                x = self.G(z)
+        finally:
+            self.G.train(was)
+
+        def field(q: torch.Tensor) -> torch.Tensor:
+            return flows.ipm_velocity(q.detach().to(self.device, self.dtype), self.kernel, y, x).detach().to(q)
+
+        field.label = "∇D̂: MMD witness gradient"  # type: ignore[attr-defined]
+        return field
 
     def step(self, ctx: StepContext) -> dict[str, float]:
         real = ctx.real()

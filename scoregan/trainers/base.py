@@ -9,6 +9,7 @@ belongs to the loop of the experiment layer (``scoregan.experiment.loop.Trainer`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -93,6 +94,17 @@ class UpdateRule(ABC):
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` generated samples (n, d), drawn from ``generator`` only, without gradients."""
+
+    def velocity_field(self, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The field v(x), (N, d) → (N, d), that currently moves the generated particles (for figures).
+
+        Its randomness (real and generated batches) is drawn once, here, from the CPU ``generator`` only,
+        so building it never perturbs training's random streams; calling it keeps no graph, leaves no
+        gradient on any parameter and evaluates networks in eval mode. It takes x on any device and
+        dtype and answers in x's. The callable may carry a ``label`` (str) naming it in figures.
+        None (the default) where the rule has no such field.
+        """
+        return None
 
     # -- shared --------------------------------------------------------------------------------
     def add_module(self, name: str, module: nn.Module) -> nn.Module:

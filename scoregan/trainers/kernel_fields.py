@@ -28,7 +28,7 @@ class KernelFields:
     bandwidth: list[float] | float | str = spec(1.0, help="gaussian / laplace bandwidth h: a number, 'median', "
                                                           "or a list of scales (multi-scale gaussian)")
     imq_c: float = spec(1.0, min=0, exclusive_min=True, help="inverse multiquadric offset c")
-    imq_beta: float = spec(-0.5, help="inverse multiquadric exponent beta (< 0)")
+    imq_beta: float = spec(-0.5, max=0, exclusive_max=True, help="inverse multiquadric exponent beta (< 0)")
     order: int = spec(1, min=1, help="polyharmonic order m (kernel r^(2m-n), log r when 2m-n is even)")
     eps: float = spec(0.1, min=0, help="softening ε of the polyharmonic / coulomb kernels")
     kernel_dim: int | None = spec(None, min=1, help="polyharmonic / coulomb dimension n (null: the data dimension)")
@@ -36,8 +36,11 @@ class KernelFields:
     def __post_init__(self) -> None:
         try:
             build_kernel(self)
-        except ValueError as exc:
-            raise ConfigError(f"trainer.kernel = {self.kernel!r}: {exc}") from None
+        except ValueError as exc:  # name the field the kernel refused when its message says which
+            fields = [f for f in ("bandwidth", "imq_c", "imq_beta", "order", "eps", "kernel_dim")
+                      if f.removeprefix("imq_") in str(exc).split(":")[0] or f in str(exc).split(":")[0]]
+            where = f"trainer.{fields[0]} = {getattr(self, fields[0])!r}" if fields else f"trainer.kernel = {self.kernel!r}"
+            raise ConfigError(f"{where} (kernel {self.kernel!r}): {exc}") from None
 
 
 def build_kernel(c: KernelFields) -> Kernel:

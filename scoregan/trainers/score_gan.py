@@ -7,7 +7,10 @@ For a divergence f and a generator loss ℓ_G the generated particles move along
 on noise-perturbed proxies p ↦ p * N(0, σ²I) (scores of data near a manifold are ill-defined):
 
 - s_d(x, σ): a noise-conditional data score network fitted once by denoising score matching on data
-  (cached on disk, keyed by everything that determines it, so later runs reuse it), or the exact
+  (cached on disk, keyed by everything that determines it, so later runs reuse it; an unreadable cache
+  file is refitted with a warning and replaced atomically; the fit shows a progress bar when
+  ``train.progress``; the fitted network is module "data_score" of every checkpoint, so a run directory
+  resumes and samples without the cache), or the exact
   score of the perturbed target when it is a Gaussian mixture (``data_score: exact``);
 - s_g(x, σ): a noise-conditional score network of the generator, fitted online by denoising score
   matching on the generator's current samples (``score_steps`` updates per generator step), or
@@ -40,15 +43,20 @@ import hashlib
 import json
 import math
 import os
+import pickle
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from scoregan import flows
 from scoregan.checkpoint import save_atomic
-from scoregan.schema import ConfigError, NetConfig, TrainerConfig, spec
+from scoregan.diagnostics.steepness import eval_mode
+from scoregan.schema import SEED_MAX, ConfigError, NetConfig, TrainerConfig, spec
 from scoregan.models.score_nets import EMBEDDINGS, RatioNet, ScoreNet, dsm_loss
 from scoregan.objectives import DIVERGENCES, GENERATOR_LOSSES, divergence, generator_loss
 from scoregan.objectives.divergences import Divergence
@@ -110,7 +118,7 @@ class ScoreGANConfig(TrainerConfig):
     data_score_steps: int = spec(3000, min=1, help="DSM steps fitting s_d on data (once; then cached)")
     data_score_batch: int = spec(512, min=2, help="batch of the s_d fit")
     data_score_lr: float = spec(1e-3, min=0, exclusive_min=True, help="Adam learning rate of the s_d fit")
-    data_score_seed: int = spec(0, min=0, help="seed of the s_d fit (its init, data and noise draws)")
+    data_score_seed: int = spec(0, min=0, max=SEED_MAX, help="seed of the s_d fit (its init, data and noise draws)")
     data_score_cache: str | None = spec("auto", help="directory of cached s_d fits ('auto': $SCOREGAN_CACHE or "
                                                      "~/.cache/scoregan; null: no cache)")
     score_steps: int = spec(1, min=1, help="DSM updates of s_g per generator step")
@@ -225,13 +233,26 @@ class ScoreGAN(GeneratorRule):
         root = default_cache_dir() if cache == "auto" else Path(cache)
         return root / "data_scores" / f"{self.data.name}-{self.data_score_key()}.pt"
 
-    def fit_data_score(self) -> dict[str, float]:
-        """Fit s_d by DSM on fresh data (its own seeded init and draws), or load the cached fit."""
-        path = self.data_score_path()
-        if path is not None and path.is_file():
+    def load_cached_data_score(self, path: Path) -> float | None:
+        """Load s_d from the cache file ``path`` and return its fit loss; ``None`` (with a warning naming
+        the file) when the file is corrupt, truncated or not a data-score fit: the caller refits it."""
+        try:
             state = torch.load(path, map_location=self.device, weights_only=True)
             self.s_d.load_state_dict(state["weights"])
-            return {"data_score_loss": float(state["loss"]), "data_score_cached": 1.0}
+            return float(state["loss"])
+        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError, ValueError, OSError) as exc:
+            warnings.warn(f"data-score cache {str(path)!r} is unreadable ({type(exc).__name__}: corrupt, truncated or "
+                          "not a data-score fit); refitting s_d and overwriting it", RuntimeWarning, stacklevel=2)
+            return None
+
+    def fit_data_score(self) -> dict[str, float]:
+        """Fit s_d by DSM on fresh data (its own seeded init and draws), or load the cached fit (a corrupt
+        cache file is refitted and replaced atomically). A progress bar when ``train.progress``."""
+        path = self.data_score_path()
+        if path is not None and path.is_file():
+            loss = self.load_cached_data_score(path)
+            if loss is not None:
+                return {"data_score_loss": loss, "data_score_cached": 1.0}
         c = self.tcfg
         with torch.random.fork_rng(devices=[]):  # the init draws on the CPU generator; the run's stays untouched
             torch.manual_seed(c.data_score_seed)
@@ -240,7 +261,9 @@ class ScoreGAN(GeneratorRule):
         data_rng = torch.Generator().manual_seed(c.data_score_seed + 1)
         noise_rng = torch.Generator(device=self.device).manual_seed(c.data_score_seed + 2)
         tail = []
-        for i in range(c.data_score_steps):
+        bar = tqdm(range(c.data_score_steps), desc="data score s_d (DSM fit, cached)", leave=False,
+                   disable=not self.cfg.train.progress, mininterval=0.5)
+        for i in bar:
             x = self.data.sample(c.data_score_batch, generator=data_rng).to(self.device, self.dtype)
             sig = log_uniform(x.shape[0], c.sigma_min, c.sigma_max, noise_rng, self.device, self.dtype)
             eps = torch.randn(x.shape, generator=noise_rng, device=self.device, dtype=self.dtype)
@@ -250,6 +273,9 @@ class ScoreGAN(GeneratorRule):
             opt.step()
             if i >= c.data_score_steps - 100:
                 tail.append(loss.item())
+            if i % 100 == 0 and not bar.disable:
+                bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
+        bar.close()
         mean_loss = sum(tail) / len(tail)
         self.s_d.load_state_dict(net.state_dict())
         if path is not None:
@@ -293,24 +319,53 @@ class ScoreGAN(GeneratorRule):
         return loss.item()
 
     # -- the generator -----------------------------------------------------------------------------
-    def generator_score(self, ctx: StepContext, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """s_g(x, σ) (N, d): the online network, or the perturbed empirical score of a fresh batch."""
+    def generator_score(self, ctx: StepContext | None, x: torch.Tensor, sigma: torch.Tensor,
+                        centres: torch.Tensor | None = None) -> torch.Tensor:
+        """s_g(x, σ) (N, d): the online network, or the perturbed empirical score of ``centres`` (M, d),
+        by default a fresh batch G(z) drawn from ``ctx``."""
         if self.s_g is not None:
             return self.s_g(x, sigma)
-        centres = self.G(self.latents(ctx, self.tcfg.generator_score_batch))
+        if centres is None:
+            if ctx is None:
+                raise ValueError("the generator score needs the step context (or centres) when "
+                                 "trainer.generator_score = 'batch'")
+            centres = self.G(self.latents(ctx, self.tcfg.generator_score_batch))
         return empirical_score(x, centres, sigma)
 
-    def velocity(self, x_noisy: torch.Tensor, sigma: torch.Tensor, ctx: StepContext | None = None) -> torch.Tensor:
+    def velocity(self, x_noisy: torch.Tensor, sigma: torch.Tensor, ctx: StepContext | None = None, *,
+                 centres: torch.Tensor | None = None) -> torch.Tensor:
         """λ(σ) w(r_σ) (s_d − s_g) at the perturbed particles x̃ (N, d), from ``flows.fgan_velocity``
-        (``ctx`` draws the centres of the empirical s_g when ``generator_score`` is ``batch``)."""
+        (``ctx`` draws the centres of the empirical s_g when ``generator_score`` is ``batch``, unless
+        ``centres`` are given)."""
         with torch.no_grad():
             sd = self.data_score(x_noisy, sigma)
-            if self.s_g is None and ctx is None:
-                raise ValueError("velocity needs the step context when trainer.generator_score = 'batch'")
-            sg = self.generator_score(ctx, x_noisy, sigma)
+            sg = self.generator_score(ctx, x_noisy, sigma, centres)
             log_r = self.ratio(x_noisy, sigma) if self.ratio is not None else torch.zeros_like(sigma)
             v = flows.fgan_velocity(sd, sg, log_r, self.div, self.loss)
         return v * self.sigma_weight(sigma)[:, None]
+
+    def velocity_field(self, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """x ↦ λ(σ) w(r_σ(x)) (s_d − s_g)(x, σ), (N, d) → (N, d), at one noise level (``sigma`` when fixed,
+        else ``sigma_min``), from the networks in eval mode; with ``generator_score: batch`` the centres
+        G(z) are drawn once from ``generator``. None before the first step (s_d not fitted yet)."""
+        if not self.ready:
+            return None
+        c = self.tcfg
+        level = c.sigma if c.sigma_mode == "fixed" else c.sigma_min
+        centres = None
+        if self.s_g is None:
+            z = torch.randn(c.generator_score_batch, self.cfg.model.latent_dim, generator=generator, dtype=self.dtype)
+            with eval_mode(self.G), torch.no_grad():
+                centres = self.G(z.to(self.device))
+
+        def field(x: torch.Tensor) -> torch.Tensor:
+            q = x.detach().to(self.device, self.dtype)
+            sigma = torch.full((q.shape[0],), level, device=self.device, dtype=self.dtype)
+            with eval_mode(self.s_d, self.s_g, self.ratio):
+                return self.velocity(q, sigma, centres=centres).to(x)
+
+        field.label = f"velocity λw(r)(s_d − s_g) at σ = {level:g}"  # type: ignore[attr-defined]
+        return field
 
     def sigma_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """λ(σ) (N,): σ², σ or 1 (``sigma_weighting``); with ``sigma_pivot`` p, σ² becomes σ · max(σ, p)."""

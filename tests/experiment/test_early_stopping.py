@@ -78,7 +78,8 @@ def _rows(run_dir, kind):
 
 def _tiny_digits_rule(tiny_overrides, *overrides):
     """A tiny NS-GAN on digits with an early-stopping rule (action continue) built from the config."""
-    return load_config(None, [*tiny_overrides, "data.name=digits", "model.latent_dim=4", "train.checkpoint_every=10",
+    return load_config(None, [*tiny_overrides, "trainer.name=nsgan", "data.name=digits", "model.latent_dim=4",
+                              "train.checkpoint_every=10",
                               "train.batch_size=32", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]",
                               "early_stopping.enabled=true", "early_stopping.action=continue", *overrides])
 
@@ -316,9 +317,10 @@ def test_overfit_signal_is_read_linearly_and_needs_a_holdout(tmp_path, tiny_over
     assert [h[1] for h in es.history[:2]] == [-0.05, 0.02]
     assert es.best_step == 40 and es.stop_step == 60 and tr.should_stop
     with pytest.raises(ConfigError, match=r"early_stopping.metric = 'overfit'.*data.holdout"):
-        load_config(None, ["data.name=digits", "early_stopping.enabled=true", "early_stopping.metric=overfit",
-                           "diagnostics.every=10"])
-    run_cfg = load_config(None, [*tiny_overrides, "data.name=digits", "data.holdout=100", "model.latent_dim=4",
+        load_config(None, ["trainer.name=nsgan", "data.name=digits", "early_stopping.enabled=true",
+                           "early_stopping.metric=overfit", "diagnostics.every=10"])
+    run_cfg = load_config(None, [*tiny_overrides, "trainer.name=nsgan", "data.name=digits", "data.holdout=100",
+                                 "model.latent_dim=4",
                                  "train.steps=20", "train.checkpoint_every=20", "train.eval_every=1000",
                                  "diagnostics.every=10", "diagnostics.batch=32", "early_stopping.enabled=true",
                                  "early_stopping.metric=overfit", "early_stopping.action=continue"])

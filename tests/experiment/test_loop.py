@@ -146,9 +146,10 @@ def test_ctrl_c_says_whether_the_run_can_continue(tmp_path, tiny_overrides):
     from scoregan.experiment.loop import TrainingInterrupted
 
     cfg = _cfg("nsgan", tiny_overrides, "train.checkpoint_every=3")
-    with pytest.raises(TrainingInterrupted, match=f"before the first checkpoint.*--run-dir {tmp_path / 'a'}"):
+    with pytest.raises(TrainingInterrupted, match=f"step 2; no checkpoint was written yet: scoregan train --resume "
+                                                  f"{tmp_path / 'a'} starts it over"):
         Trainer(cfg, tmp_path / "a", callbacks=[_CtrlC(2)]).fit()
-    assert Trainer(cfg, tmp_path / "a").fit().step == 20  # nothing to resume: the same directory starts over
+    assert Trainer(cfg, tmp_path / "a").fit().step == 20  # the fresh command starts it over too
     with pytest.raises(TrainingInterrupted, match=f"step 7; the checkpoint of step 6 .*--resume {tmp_path / 'b'}"):
         Trainer(cfg, tmp_path / "b", callbacks=[_CtrlC(7)]).fit()
 

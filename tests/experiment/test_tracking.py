@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -46,3 +49,48 @@ def test_wandb_mode_disabled_in_the_environment_wins(tmp_path, monkeypatch):
     t = Tracker(load_config(None, ["tracking.mode=offline"]), tmp_path)
     t.close()
     assert t.wandb is None and not (tmp_path / "wandb").exists()
+
+
+def _newest_offline_history(run_dir):
+    from tests.helpers import wandb_history
+
+    newest = sorted((run_dir / "wandb").glob("offline-run-*"))[-1]
+    return wandb_history(next(newest.glob("*.wandb")))
+
+
+def test_a_resumed_run_replays_metrics_jsonl_into_the_same_wandb_run(tmp_path, monkeypatch):
+    """metrics.jsonl is the source of truth: a new process (a resume after a kill) logs every kept row
+    again into the run of the same id, so its wandb history has every step."""
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    cfg = load_config(None, ["tracking.mode=offline"])
+    killed = (f"import os; from scoregan.config import load_config; from scoregan.experiment.tracking import Tracker\n"
+              f"t = Tracker(load_config(None, ['tracking.mode=offline']), {str(tmp_path)!r})\n"
+              f"for s in range(1, 6): t.log(s, {{'loss': float(s)}})\n"
+              f"os._exit(0)  # like SIGKILL: wandb never finishes, what it buffered is lost")
+    subprocess.run([sys.executable, "-c", killed], check=True, env={**os.environ, "WANDB_SILENT": "true"})
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4, 5]
+    run_id = (tmp_path / "wandb_id.txt").read_text()
+    second = Tracker(cfg, tmp_path, resume_step=3)  # the checkpoint held step 3
+    second.log(4, {"loss": 40.0})
+    second.close()
+    assert (tmp_path / "wandb_id.txt").read_text() == run_id and second.wandb is None
+    history = [(r["step"], r["train/loss"]) for r in _newest_offline_history(tmp_path) if "train/loss" in r]
+    assert history == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+
+
+def test_online_without_a_server_falls_back_to_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    import scoregan.experiment.tracking as tracking
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setattr(tracking, "INIT_TIMEOUT_S", 2.0)
+    with pytest.warns(UserWarning, match="mode='online'"):
+        t = Tracker(load_config(None, ["tracking.mode=online"]), tmp_path)
+    assert t.wandb is not None and t.wandb.settings.mode == "offline"
+    t.log(1, {"loss": 1.0})
+    t.close()
+    assert [r["train/loss"] for r in _newest_offline_history(tmp_path) if "train/loss" in r] == [1.0]

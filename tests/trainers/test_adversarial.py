@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from scoregan import flows
+from scoregan._autograd import input_gradient
 from scoregan.config import load_config
 from scoregan.data import make_dataset
 from scoregan.objectives import divergence
@@ -166,3 +168,57 @@ def test_gmmn_decreases_the_mmd_to_the_data():
     for _ in range(40):
         rule.step(ctx)
     assert dist() < 0.5 * d0
+
+
+def _field_and_mode(rule, q):
+    """The rule's velocity field at q, and the modes D was evaluated in."""
+    seen = []
+    hook = rule.D.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    try:
+        v = rule.velocity_field(torch.Generator().manual_seed(0))(q)
+    finally:
+        hook.remove()
+    return v, seen
+
+
+@pytest.mark.parametrize("name,extra", [("nsgan", []), ("sgan", []), ("fgan", ["trainer.divergence=pearson"]),
+                                        ("fgan", ["trainer.divergence=hellinger", "trainer.generator_loss=saturating"])])
+def test_fgan_velocity_field_is_the_discriminator_form(name, extra):
+    """For the f-GAN family velocity_field is flows.fgan_velocity_from_discriminator(x, D, f, ℓ_G), with D in
+    eval mode and no gradient left on its parameters."""
+    rule, _, _ = rule_for(name, *extra)
+    q = torch.randn(40, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    v, seen = _field_and_mode(rule, q)
+    expected = flows.fgan_velocity_from_discriminator(q, rule.D, rule.div, rule.loss)
+    assert v.abs().max() > 0
+    assert torch.allclose(v, expected, rtol=0, atol=1e-10)
+    assert seen and not any(seen) and rule.D.training
+    assert all(p.grad is None for p in rule.D.parameters())
+
+
+@pytest.mark.parametrize("name", ["lsgan", "hinge", "wgan-gp"])
+def test_velocity_field_of_other_scalar_discriminators_is_minus_the_per_sample_loss_gradient(name):
+    """lsgan: −(D − 1)∇D; hinge and WGAN-GP: ∇D (the critic gradient)."""
+    rule, _, _ = rule_for(name)
+    q = torch.randn(40, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    v, seen = _field_and_mode(rule, q)
+    grad = input_gradient(rule.D, q)
+    with torch.no_grad():
+        d = rule.D(q).reshape(-1)
+    expected = -(d - 1)[:, None] * grad if name == "lsgan" else grad
+    assert torch.allclose(v, expected, rtol=0, atol=1e-10)
+    assert not any(seen) and rule.D.training
+
+
+def test_velocity_field_of_mmd_rules():
+    """MMD-GAN (a feature map, no scalar D) has none; GMMN's is the witness gradient of its batches."""
+    assert rule_for("mmd-gan")[0].velocity_field(torch.Generator().manual_seed(0)) is None
+    rule, cfg, data = rule_for("gmmn")
+    field = rule.velocity_field(torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    y = data.sample(cfg.train.batch_size, generator=g).to(F64)
+    z = torch.randn(cfg.train.batch_size, cfg.model.latent_dim, generator=g, dtype=F64)
+    with torch.no_grad():
+        x = rule.G(z)
+    q = torch.randn(30, 2, dtype=F64)
+    assert torch.allclose(field(q), flows.ipm_velocity(q, rule.kernel, y, x), rtol=0, atol=1e-10)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from scoregan import flows
 from tests.helpers import (
     capture_regression,
     make_ctx,
@@ -52,10 +53,35 @@ def test_kernel_flow_inner_steps_fit_the_target_and_the_bank_is_a_fifo():
     replay = make_ctx(cfg, data)
     batch, first_bank = replay.real(), replay.real(96)
     with torch.no_grad():
-        before = rule.G(replay.normal(32, 2))
+        before = rule.G(replay.normal(32, cfg.model.latent_dim))
     rule.step(make_ctx(cfg, data))
     z, target = calls[0]
     assert torch.equal(rule.bank, torch.cat([batch, first_bank])[:96])  # newest batch in front
     with torch.no_grad():
         after = rule.G(z)
     assert (after - target).norm(dim=1).mean() < 0.5 * (before - target).norm(dim=1).mean()
+
+
+def test_velocity_field_is_the_witness_gradient_of_its_own_batches():
+    """velocity_field(g) = flows.ipm_velocity(·, kernel, Y, G(z)) with Y, then z drawn from g; it leaves the
+    global RNG, G's mode and G's gradients alone and answers in the query's dtype."""
+    rule, cfg, data = rule_for("kernel-flow")
+    state = torch.get_rng_state()
+    seen = []
+    hook = rule.G.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    field = rule.velocity_field(torch.Generator().manual_seed(11))
+    hook.remove()
+    assert torch.equal(torch.get_rng_state(), state)
+    assert seen == [False] and rule.G.training
+    g = torch.Generator().manual_seed(11)
+    y = data.sample(cfg.train.batch_size, generator=g).to(torch.float64)
+    z = torch.randn(cfg.train.batch_size, cfg.model.latent_dim, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        x = rule.G(z)
+    q = torch.randn(50, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    v = field(q)
+    assert v.shape == (50, 2) and v.abs().max() > 0
+    assert torch.allclose(v, flows.ipm_velocity(q, rule.kernel, y, x), rtol=0, atol=1e-10)
+    assert field(q.float()).dtype == torch.float32
+    assert all(p.grad is None for p in rule.G.parameters())
+    assert field.label.startswith("∇D̂")

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from scoregan import flows
 from scoregan.config import load_config
 from scoregan.data import make_dataset
 from scoregan.trainers import get_rule
@@ -145,3 +146,67 @@ def test_data_score_cache_key_follows_the_training_split(tmp_path):
     first = key("data.name=npz", f"data.path={path}")
     np.savez(path, x=np.ones((50, 2)))
     assert key("data.name=npz", f"data.path={path}") != first
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04" + b"\x00" * 40])
+def test_a_corrupt_data_score_cache_is_refitted_with_a_warning_and_replaced(tmp_path, content):
+    """A corrupt cache file is no UnpicklingError (whose text advises weights_only=False): a warning names
+    the file, s_d is fitted afresh, and the file is replaced by a good one (atomically: no temp file left)."""
+    cache = ["trainer.data_score_cache=" + str(tmp_path), "trainer.data_score_steps=20"]
+    rule, cfg, data = rule_for("score-gan", *cache)
+    path = rule.data_score_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.warns(RuntimeWarning, match=f"data-score cache '{path}' is unreadable.*refitting s_d") as rec:
+        logs = rule.fit_data_score()
+    assert len(rec) == 1 and "weights_only" not in str(rec[0].message) and "\n" not in str(rec[0].message)
+    assert logs["data_score_cached"] == 0.0
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    state = torch.load(path, weights_only=True)
+    again, _, _ = rule_for("score-gan", *cache)
+    assert again.fit_data_score() == {"data_score_loss": state["loss"], "data_score_cached": 1.0}
+    for k, v in rule.s_d.state_dict().items():
+        assert torch.equal(v, again.s_d.state_dict()[k])
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_data_score_fit_shows_a_progress_bar_when_asked(progress, capsys):
+    rule, _, _ = rule_for("score-gan", "trainer.data_score_steps=5", f"train.progress={str(progress).lower()}")
+    rule.fit_data_score()
+    err = capsys.readouterr().err
+    assert ("data score s_d" in err) == progress, err
+
+
+def test_the_fitted_data_score_is_in_the_checkpoint_so_a_run_needs_no_cache(tmp_path):
+    """s_d is module "data_score" of the rule's state: a rule restored from it (no cache at all) takes its
+    next step without refitting and with the same s_d."""
+    rule, cfg, data = rule_for("score-gan", "trainer.data_score_steps=15")
+    rule.step(make_ctx(cfg, data))
+    state = rule.state_dict()
+    assert set(state["modules"]["data_score"]) == set(rule.s_d.state_dict())
+    other, cfg2, data2 = rule_for("score-gan", "trainer.data_score_steps=15", "trainer.data_score_seed=7")
+    other.load_state_dict(state)
+    logs = other.step(make_ctx(cfg2, data2, step=2))
+    assert "data_score_cached" not in logs and "data_score_loss" not in logs  # no fit, no cache read
+    for k, v in rule.s_d.state_dict().items():
+        assert torch.equal(v, other.s_d.state_dict()[k])
+
+
+@pytest.mark.parametrize("extra", [[], ["trainer.generator_score=batch", "trainer.generator_score_batch=32"]])
+def test_velocity_field_is_the_training_velocity_at_one_noise_level(extra):
+    """The figure's field equals λ(σ) w(r) (s_d − s_g) of the rule's own networks at σ = sigma_min."""
+    rule, cfg, data = rule_for("score-gan", "trainer.divergence=kl", *extra)
+    assert rule.velocity_field(torch.Generator().manual_seed(0)) is None  # nothing fitted yet
+    rule.step(make_ctx(cfg, data))
+    field = rule.velocity_field(torch.Generator().manual_seed(3))
+    x = torch.randn(20, data.dim, generator=torch.Generator().manual_seed(4), dtype=F64)
+    sigma = torch.full((20,), cfg.trainer.sigma_min, dtype=F64)
+    centres = None
+    if rule.s_g is None:
+        z = torch.randn(32, cfg.model.latent_dim, generator=torch.Generator().manual_seed(3), dtype=F64)
+        centres = rule.G(z).detach()
+    with torch.no_grad():
+        sd, sg = rule.data_score(x, sigma), rule.generator_score(None, x, sigma, centres)
+        log_r = rule.ratio(x, sigma) if rule.ratio is not None else torch.zeros(20, dtype=F64)
+    expected = flows.fgan_velocity(sd, sg, log_r, rule.div, rule.loss) * rule.sigma_weight(sigma)[:, None]
+    assert torch.allclose(field(x), expected, rtol=1e-10, atol=1e-12)
