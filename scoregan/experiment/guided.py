@@ -47,7 +47,11 @@ from scoregan._checks import check_choice, check_int, check_positive
 from scoregan.experiment.evaluation import compare_to_target, nonfinite_rows
 from scoregan.experiment.runs import Run, load_run
 from scoregan.objectives import Kernel
-from scoregan.sampling.guidance import DiscriminatorGuidance, KernelGuidance, PullbackGuidance
+from scoregan.sampling.guidance import (
+    DiscriminatorGuidance,
+    KernelGuidance,
+    PullbackGuidance,
+)
 from scoregan.sampling.langevin import check_guidance_scale, langevin, latent_langevin
 from scoregan.sampling.plots import plot_before_after
 from scoregan.sampling.steps import StandardNormal
@@ -265,6 +269,9 @@ def langevin_from_run(
         report.update(_scalars("after", _quality(xc, run, seed, level)))
     report["samples"], report["initial"] = xc, x0c
     if out is not None:
+        if report["nonfinite_after"]:
+            raise ValueError(f"{report['nonfinite_after']} of {n} refined samples are NaN or infinite: nothing written "
+                             f"to {str(out)!r} (the chain diverged: lower --step-size)")
         _write(Path(out), report, run)
     return report
 

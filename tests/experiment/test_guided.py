@@ -194,7 +194,6 @@ def test_kernel_flow_run_is_guided_by_its_witness(kernel_flow_run, space):
 @pytest.fixture(scope="module")
 def score_gan_run(tmp_path_factory):
     from scoregan import api
-
     from tests.helpers import SMALL_NETS
 
     run_dir = tmp_path_factory.mktemp("runs") / "score-gan"
@@ -238,3 +237,17 @@ def test_score_gan_run_follows_its_data_score_in_data_space(score_gan_run, tmp_p
         with pytest.raises(ValueError, match=match) as err:
             langevin_from_run(score_gan_run, n=8, steps=1, step_size=0.01, **kw)
         assert "\n" not in str(err.value)
+
+
+def test_a_diverging_chain_writes_nothing(tmp_path):
+    """sample --langevin never writes non-finite samples: a step size that blows up is one error line."""
+    from scoregan.config import load_config
+    from scoregan.experiment.guided import langevin_from_run
+    from scoregan.experiment.loop import Trainer
+
+    cfg = load_config(None, [*TINY_RUN, "trainer.name=nsgan"])
+    Trainer(cfg, tmp_path / "run").fit()
+    with pytest.raises(ValueError, match="refined samples are NaN or infinite: nothing written"):
+        langevin_from_run(tmp_path / "run", n=16, steps=30, step_size=1e30, space="latent", out=tmp_path / "x.npz",
+                          metrics=False)
+    assert not (tmp_path / "x.npz").exists()
