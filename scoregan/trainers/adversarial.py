@@ -341,22 +341,7 @@ class GMMN(GeneratorRule):
     def velocity_field(self, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
         """q ↦ ∇D̂(q): the witness gradient between ``batch_size`` real points and G(z) of ``batch_size``
         latents, drawn in that order from ``generator`` (CPU); each particle's −∇MMD² is (2/N) ∇D̂ there."""
-        n = self.cfg.train.batch_size
-        y = self.data.sample(n, generator=generator).to(self.device, self.dtype)
-        z = torch.randn(n, self.cfg.model.latent_dim, generator=generator, dtype=self.dtype).to(self.device)
-        was = self.G.training
-        self.G.eval()
-        try:
-            with torch.no_grad():
-                x = self.G(z)
-        finally:
-            self.G.train(was)
-
-        def field(q: torch.Tensor) -> torch.Tensor:
-            return flows.ipm_velocity(q.detach().to(self.device, self.dtype), self.kernel, y, x).detach().to(q)
-
-        field.label = "∇D̂: MMD witness gradient"  # type: ignore[attr-defined]
-        return field
+        return self.witness_field(generator, self.kernel, self.cfg.train.batch_size, "∇D̂: MMD witness gradient")
 
     def step(self, ctx: StepContext) -> dict[str, float]:
         real = ctx.real()

@@ -19,9 +19,13 @@ samples then come from the average, which smooths the step-to-step jitter of the
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 
+from scoregan import flows
+from scoregan.diagnostics.steepness import eval_mode
+from scoregan.objectives.kernels import Kernel
 from scoregan.models import Generator
 from scoregan.trainers.base import StepContext, UpdateRule
 from scoregan.trainers.ema import EMA
@@ -78,6 +82,22 @@ class GeneratorRule(UpdateRule):
                 first = loss.item()
         self.update_ema()
         return first
+
+    def witness_field(self, generator: torch.Generator, kernel: Kernel, n_real: int,
+                      label: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """q ↦ ∇D̂(q), (N, d) → (N, d): the kernel witness gradient between fresh batches drawn from
+        ``generator`` (CPU) in this order: Y, ``n_real`` real points; z, ``batch_size`` latents; X = G(z)
+        (G in eval mode); ``flows.ipm_velocity(q, kernel, Y, X)``, with ``label`` for figures."""
+        y = self.data.sample(n_real, generator=generator).to(self.device, self.dtype)
+        z = torch.randn(self.cfg.train.batch_size, self.cfg.model.latent_dim, generator=generator, dtype=self.dtype)
+        with eval_mode(self.G), torch.no_grad():
+            x = self.G(z.to(self.device))
+
+        def field(q: torch.Tensor) -> torch.Tensor:
+            return flows.ipm_velocity(q.detach().to(self.device, self.dtype), kernel, y, x).detach().to(q)
+
+        field.label = label  # type: ignore[attr-defined]
+        return field
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:

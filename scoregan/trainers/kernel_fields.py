@@ -39,7 +39,8 @@ class KernelFields:
         except ValueError as exc:  # name the field the kernel refused when its message says which
             fields = [f for f in ("bandwidth", "imq_c", "imq_beta", "order", "eps", "kernel_dim")
                       if f.removeprefix("imq_") in str(exc).split(":")[0] or f in str(exc).split(":")[0]]
-            where = f"trainer.{fields[0]} = {getattr(self, fields[0])!r}" if fields else f"trainer.kernel = {self.kernel!r}"
+            where = (f"trainer.{fields[0]} = {getattr(self, fields[0])!r}" if fields
+                     else f"trainer.kernel = {self.kernel!r}")
             raise ConfigError(f"{where} (kernel {self.kernel!r}): {exc}") from None
 
 

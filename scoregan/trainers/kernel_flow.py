@@ -66,22 +66,8 @@ class KernelFlowGAN(GeneratorRule):
         """q ↦ ∇D̂(q), (N, d) → (N, d): the witness gradient between fresh batches drawn from ``generator``
         (CPU) in this order: Y, ``bank_size`` (or ``batch_size``) real points; z, ``batch_size`` latents;
         X = G(z) (G in eval mode). ``flows.ipm_velocity(q, kernel, Y, X)``: the field of :meth:`step`."""
-        n = self.cfg.train.batch_size
-        y = self.data.sample(self.tcfg.bank_size or n, generator=generator).to(self.device, self.dtype)
-        z = torch.randn(n, self.cfg.model.latent_dim, generator=generator, dtype=self.dtype).to(self.device)
-        was = self.G.training
-        self.G.eval()
-        try:
-            with torch.no_grad():
-                x = self.G(z)
-        finally:
-            self.G.train(was)
-
-        def field(q: torch.Tensor) -> torch.Tensor:
-            return flows.ipm_velocity(q.detach().to(self.device, self.dtype), self.kernel, y, x).detach().to(q)
-
-        field.label = "∇D̂: witness gradient"  # type: ignore[attr-defined]
-        return field
+        n_real = self.tcfg.bank_size or self.cfg.train.batch_size
+        return self.witness_field(generator, self.kernel, n_real, "∇D̂: witness gradient")
 
     def step(self, ctx: StepContext) -> dict[str, float]:
         y = self.reference(ctx)
