@@ -170,6 +170,9 @@ def cross_check(cfg: ExperimentConfig) -> None:
     """Checks that involve more than one field or the outside world (files, data sets, the rule)."""
     validate_data_config(cfg.data)
     _check_source_run(cfg)
+    if getattr(cfg.trainer, "unbiased", False) and cfg.train.batch_size < 2:
+        raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: the unbiased MMD² of trainer "
+                          f"{cfg.trainer.name!r} needs at least 2 points per batch (or trainer.unbiased = false)")
     es = cfg.early_stopping
     if es.enabled and es.metric in DIAGNOSTIC_STOPPING_SIGNALS and cfg.diagnostics.every == 0:
         raise ConfigError(f"early_stopping.metric = {es.metric!r} needs diagnostics: diagnostics.every = 0 "

@@ -213,3 +213,10 @@ def test_the_embedded_defaults_are_the_kernel_flow_job():
     cfg = load_config(None, ["trainer.kernel=gaussian"])
     assert (cfg.trainer.name, cfg.trainer.kernel, cfg.trainer.ema) == ("kernel-flow", "gaussian", 0.995)
     assert load_config(None, ["trainer.name=nsgan"]).trainer.ema == 0.0  # naming a rule: its own defaults
+
+
+def test_an_unbiased_mmd_needs_two_points_per_batch():
+    """configs/toy/8gaussians-gmmn.yaml --set train.batch_size=1 ended with NaN weights; now refused up front."""
+    with pytest.raises(ConfigError, match="train.batch_size = 1: the unbiased MMD² of trainer 'gmmn' needs at least 2"):
+        load_config(ROOT / "configs/toy/8gaussians-gmmn.yaml", ["train.batch_size=1"])
+    load_config(ROOT / "configs/toy/8gaussians-gmmn.yaml", ["train.batch_size=1", "trainer.unbiased=false"])
