@@ -1,11 +1,10 @@
 """Pre-emption drill: SIGKILL a training run at random moments (start-up, before the first checkpoint,
 mid-training), restart it each time, and check that nothing was lost.
 
-Each restart runs the command a requeued job would: ``scoregan train --resume RUN`` once the run has
-its ``config.yaml``, the original ``scoregan train CONFIG --run-dir RUN`` before that (a process killed
-while Python is still importing has written nothing). At the end the run must have reached its last
-step, ``metrics.jsonl`` must hold every logged step exactly once, and the newest offline wandb segment
-must hold every row of ``metrics.jsonl`` (the tracker replays it on every start).
+Every launch runs the one command a requeued job runs: ``scoregan train CONFIG --run-dir RUN
+--resume-if-exists`` (it starts the run, or continues it when RUN holds it). At the end the run must
+have reached its last step, ``metrics.jsonl`` must hold every logged step exactly once, and the last
+offline wandb segment must hold every row of ``metrics.jsonl`` (the tracker replays it on every start).
 
     python bench/kill_resume.py --kills 20 --seed 0
 """
@@ -64,13 +63,13 @@ def drill(kills: int, seed: int, steps: int, out: Path, max_delay: float) -> dic
     config = ROOT / "configs/toy/8gaussians-nsgan.yaml"
     fresh = [sys.executable, "-m", "scoregan", "train", str(config), "--run-dir", str(run), "--no-progress",
              "--set", f"train.steps={steps}", "--set", "train.checkpoint_every=50", "--set", "train.log_every=10",
-             "--set", "train.eval_every=500", "--set", "tracking.mode=offline", "--set", "eval.figures=false"]
+             "--set", "train.eval_every=500", "--set", "tracking.mode=offline", "--set", "eval.figures=false",
+             "--resume-if-exists"]
     env = {**os.environ, "WANDB_SILENT": "true", "WANDB_BASE_URL": "http://127.0.0.1:9"}
     env.pop("WANDB_MODE", None)
     table = []
     for i in range(kills + 1):
-        cmd = fresh if not (run / "config.yaml").exists() else \
-            [sys.executable, "-m", "scoregan", "train", "--resume", str(run), "--no-progress"]
+        cmd = fresh
         proc = subprocess.Popen(cmd, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if i < kills:
             before = _progress(run)
@@ -85,12 +84,12 @@ def drill(kills: int, seed: int, steps: int, out: Path, max_delay: float) -> dic
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             code = proc.wait()
-            table.append((i + 1, "resume" if "--resume" in cmd else "fresh", f"{delay:.1f}",
+            table.append((i + 1, "start" if before == (0, -1) else "continue", f"{delay:.1f}",
                           _phase(before, _progress(run), run), code))
         else:
             code = proc.wait(timeout=900)
             err = proc.stderr.read().decode().strip().splitlines()
-            table.append((i + 1, "resume" if "--resume" in cmd else "fresh", "-", "to the end", code))
+            table.append((i + 1, "continue", "-", "to the end", code))
             if code != 0:
                 raise SystemExit(f"the final run failed ({code}): {err[-1] if err else ''}")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -117,7 +116,7 @@ def main() -> None:
     out = Path(a.out or tempfile.mkdtemp(prefix="scoregan-kill-"))
     out.mkdir(parents=True, exist_ok=True)
     r = drill(a.kills, a.seed, a.steps, out, a.max_delay)
-    print("| # | command | killed after (s) | phase at the kill | exit |\n|---|---|---|---|---|")
+    print("| # | the run | killed after (s) | phase at the kill | exit |\n|---|---|---|---|---|")
     for row in r["table"]:
         print("| " + " | ".join(str(c) for c in row) + " |")
     print(f"\nmetrics.jsonl: {r['train_rows']} train rows of {r['expected_rows']} expected, "

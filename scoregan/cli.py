@@ -19,6 +19,7 @@ import yaml
 from scoregan import api
 from scoregan.experiment.bench_toy import add_arguments, run_from_args
 from scoregan.experiment.config import load_config
+from scoregan.experiment.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
 from scoregan.experiment.guided import langevin_from_run
 from scoregan.schema import SEED_MAX, to_dict
 
@@ -33,6 +34,10 @@ examples:
   scoregan train configs/toy/8gaussians-wgan-gp.yaml --run-dir runs/wgan
   scoregan train configs/toy/8gaussians-nsgan.yaml --set train.steps=500 --set model.latent_dim=4
   scoregan train --resume runs/wgan --set train.steps=6000   # continue a run, exactly
+  scoregan train CONFIG --run-dir runs/job --resume-if-exists  # start or continue: a requeued job's command
+
+SIGTERM or SIGUSR1 (a cluster pre-empting the job) writes a checkpoint at the current step and exits
+with code 75; the same command with --resume-if-exists continues it exactly.
 
 Any config field can be overridden with --set section.field=value (values are YAML: 1e-3,
 [64, 64], null, true). Use --print-config to see every field with its resolved value."""
@@ -68,6 +73,9 @@ def check_writable(path: str, flag: str, *, directory: bool = False) -> None:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    if a.resume_if_exists and (a.resume or not a.run_dir):
+        raise ValueError("--resume-if-exists starts or continues the run in --run-dir: give CONFIG and --run-dir, "
+                         "not --resume")
     if a.resume and (a.config or a.run_dir):
         raise ValueError("--resume continues RUN_DIR with its own config.yaml: drop the CONFIG argument and "
                          "--run-dir (change fields with --set)")
@@ -79,7 +87,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         return 0
     if a.no_progress:
         a.set = [*a.set, "train.progress=false"]
-    result = api.train(a.config, overrides=a.set, run_dir=a.run_dir, resume=a.resume)
+    result = api.train(a.config, overrides=a.set, run_dir=a.run_dir, resume=a.resume,
+                       resume_if_exists=a.resume_if_exists)
     print(f"\nrun directory: {result.run_dir}  (step {result.step}{', stopped early' if result.stopped_early else ''})")
     if not result.metrics:  # a resume of a finished or early-stopped run: no step taken
         how = ("early stopping stopped it there; train on with --set early_stopping.enabled=false"
@@ -138,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     t.add_argument("--run-dir", default=None, help="where to write the run (default: runs/<name>-<time>)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    t.add_argument("--resume-if-exists", action="store_true",
+                   help="start the run in --run-dir, or continue it if that directory already holds it (the one "
+                        "command a requeued job runs again; see docs/slurm.md)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     t.set_defaults(fn=_cmd_train)
@@ -219,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # Trainer.fit says whether and how the run can continue
         print(str(exc) or "interrupted", file=sys.stderr)
         return 130
+    except TrainingPreempted as exc:  # SIGTERM / SIGUSR1: the checkpoint of the current step is written
+        print(f"scoregan {args.command}: pre-empted by {exc}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from scoregan.experiment.config import absolute_paths, dump_config
 from scoregan.experiment.early_stopping import callbacks_from_config
 from scoregan.experiment.evaluation import evaluate_generator
 from scoregan.experiment.finite import NonFiniteGuard, TrainingDiverged
+from scoregan.experiment.preemption import PreemptionWatch, TrainingPreempted
 from scoregan.experiment.runs import build_rule, load_rule_state
 from scoregan.experiment.tracking import Tracker, read_metrics
 from scoregan.plotting import plot_curves, plot_samples
@@ -165,41 +166,24 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> FitResult:
+        """Train to ``train.steps`` (or until a callback stops it); see the class docstring."""
         t = self.cfg.train
         for c in self.callbacks:
             c.on_fit_start(self)
         bar = tqdm(total=t.steps, initial=self.step, disable=not t.progress, desc=self.cfg.name,
                    dynamic_ncols=True, leave=True)
-        start, metrics = time.perf_counter(), {}
+        start = time.perf_counter()
         self.rule.train(True)
         try:
-            while self.step < t.steps and not self.should_stop:
-                self.step += 1
-                ctx = StepContext(self.step, t.batch_size, self.data, self.data_rng, self.noise_rng,
-                                  self.device, self.dtype)
-                self.guard.before_step()
-                logs = self.rule.step(ctx)
-                skipped = self.guard.after_step(self.step, logs)
-                if skipped is not None:
-                    self.tracker.log(self.step, {"skipped": skipped, "skipped_total": self.guard.skipped},
-                                     kind="nonfinite")
-                elif self.step % t.log_every == 0:
-                    self.tracker.log(self.step, logs)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
-                bar.update(1)
-                for c in self.callbacks:
-                    c.on_step_end(self, logs)
-                last = self.step == t.steps or self.should_stop
-                if last:  # the final state is safe on disk before the final evaluation and figures run
-                    self.save_checkpoint()
-                if self.step % t.eval_every == 0 or last:
-                    metrics = self.evaluate(tag=f"final_step{self.step:07d}" if last else None)
-                if self.step % t.checkpoint_every == 0 or last:
-                    self.save_checkpoint()
+            with PreemptionWatch() as watch:
+                metrics = self._steps(bar, watch)
         except TrainingDiverged as exc:
             self.tracker.log(self.step, {"error": str(exc)}, kind="diverged")
             self.tracker.close()
             raise TrainingDiverged(f"{exc}; stopped without saving it: {self._resume_hint()}") from None
+        except TrainingPreempted:  # metrics.jsonl stays as an uninterrupted run's (the resume continues it)
+            self.tracker.close()
+            raise
         except KeyboardInterrupt:
             self.tracker.close()
             raise TrainingInterrupted(f"interrupted at step {self.step}; {self._resume_hint()}") from None
@@ -218,6 +202,37 @@ class Trainer:
         self.tracker.summary({**metrics, "train_wall_s": wall})
         self.tracker.close()
         return FitResult(self.run_dir, self.step, metrics, stopped_early=self.step < t.steps)
+
+    def _steps(self, bar: tqdm, watch: PreemptionWatch) -> dict[str, Any]:
+        """The steps themselves: update, log, callbacks, evaluation and checkpoints when due; returns the
+        last evaluation's metrics. A pre-emption signal ends it after a step, with its checkpoint."""
+        t, metrics = self.cfg.train, {}
+        while self.step < t.steps and not self.should_stop:
+            self.step += 1
+            ctx = StepContext(self.step, t.batch_size, self.data, self.data_rng, self.noise_rng, self.device, self.dtype)
+            self.guard.before_step()
+            logs = self.rule.step(ctx)
+            skipped = self.guard.after_step(self.step, logs)
+            if skipped is not None:
+                self.tracker.log(self.step, {"skipped": skipped, "skipped_total": self.guard.skipped}, kind="nonfinite")
+            elif self.step % t.log_every == 0:
+                self.tracker.log(self.step, logs)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
+            bar.update(1)
+            for c in self.callbacks:
+                c.on_step_end(self, logs)
+            last = self.step == t.steps or self.should_stop
+            if last:  # the final state is safe on disk before the final evaluation and figures run
+                self.save_checkpoint()
+            if self.step % t.eval_every == 0 or last:
+                metrics = self.evaluate(tag=f"final_step{self.step:07d}" if last else None)
+            if self.step % t.checkpoint_every == 0 or last:
+                self.save_checkpoint()
+            if watch.received and not last:
+                if self.checkpoint_step != self.step:
+                    self.save_checkpoint()
+                raise TrainingPreempted(f"{watch.received} at step {self.step}: {self._resume_hint()}")
+        return metrics
 
     def _resume_hint(self) -> str:
         """What is on disk and how to continue, for the one-line messages of an interrupted run."""

@@ -90,10 +90,13 @@ def load_rule_state(rule: UpdateRule, state: dict[str, Any], where: str) -> None
 _NETWORK_SECTIONS = ("data", "model", "trainer")
 
 
-def _differences(a: Any, b: Any, prefix: str) -> list[str]:
+def differences(a: Any, b: Any, prefix: str = "", names: tuple[str, str] = ("config.yaml", "the checkpoint"),
+                ) -> list[str]:
+    """``key = x in <first>, y in <second>`` for every leaf where the nested mappings a and b differ."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}.{k}")]
-    return [] if a == b else [f"{prefix} = {a!r} in config.yaml, {b!r} in the checkpoint"]
+        return [d for k in sorted(set(a) | set(b))
+                for d in differences(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k), names)]
+    return [] if a == b else [f"{prefix} = {a!r} in {names[0]}, {b!r} in {names[1]}"]
 
 
 def check_trainer_matches(cfg: ExperimentConfig, ckpt: dict[str, Any], run_dir: Path) -> None:
@@ -108,7 +111,7 @@ def check_config_matches(cfg: ExperimentConfig, ckpt: dict[str, Any], run_dir: P
     settings (a truncated or edited config.yaml would otherwise be read with defaults or the wrong link)."""
     check_trainer_matches(cfg, ckpt, run_dir)
     saved, now = ckpt.get("config") or {}, to_dict(cfg)
-    diffs = [d for s in _NETWORK_SECTIONS if s in saved for d in _differences(now[s], saved[s], s)]
+    diffs = [d for s in _NETWORK_SECTIONS if s in saved for d in differences(now[s], saved[s], s)]
     if diffs:
         more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
         raise CheckpointError(f"config.yaml of {str(run_dir)!r} does not match its checkpoint: {diffs[0]}{more}")

@@ -1,7 +1,7 @@
 """A killed job resumes with the same command and loses nothing: SIGKILL during start-up, before the
-first checkpoint and mid-training, each followed by the requeued command; metrics.jsonl then holds
-every logged step once and the newest offline wandb segment every row of it (bench/kill_resume.py
-runs the same drill with 20 random kills)."""
+first checkpoint and mid-training, each followed by the same ``--resume-if-exists`` command;
+metrics.jsonl then holds every logged step once and the last offline wandb segment every row of it
+(bench/kill_resume.py runs the same drill with 20 random kills)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,7 @@ def test_sigkill_anywhere_then_the_same_command_loses_nothing(tmp_path):
              str(run), "--no-progress", "--set", "train.steps=400", "--set", "train.checkpoint_every=20",
              "--set", "train.log_every=10", "--set", "train.eval_every=1000", "--set", "tracking.mode=offline",
              "--set", "eval.figures=false", "--set", "model.generator.hidden=[32]",
-             "--set", "model.discriminator.hidden=[32]", "--set", "train.batch_size=32"]
-    resume = [sys.executable, "-m", "scoregan", "train", "--resume", str(run), "--no-progress"]
+             "--set", "model.discriminator.hidden=[32]", "--set", "train.batch_size=32", "--resume-if-exists"]
     env = {**os.environ, "WANDB_SILENT": "true", "WANDB_BASE_URL": "http://127.0.0.1:9"}
     env.pop("WANDB_MODE", None)
 
@@ -52,11 +51,11 @@ def test_sigkill_anywhere_then_the_same_command_loses_nothing(tmp_path):
     proc = start(fresh)  # 2: killed once config.yaml exists, before the first checkpoint
     _wait_for(run / "config.yaml", proc)
     kill(proc)
-    proc = start(resume)  # 3: killed after a checkpoint
+    proc = start(fresh)  # 3: the same command continues it; killed after a checkpoint
     _wait_for(run / "checkpoints/last.pt", proc)
     time.sleep(0.5)
     kill(proc)
-    proc = start(resume)
+    proc = start(fresh)
     assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-500:]
 
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
