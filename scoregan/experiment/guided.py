@@ -226,16 +226,31 @@ def langevin_from_run(
     report: dict[str, Any] = {"run_dir": str(run_dir), "space": space, "n": n, "steps": steps, "step_size": step_size,
                               "guidance_scale": guidance_scale, "seed": seed, "trainer": run.config.trainer.name,
                               "guidance": kind, "train_step": run.step, "eval": level}
-    if isinstance(guidance, DiscriminatorGuidance):
-        report["link"] = guidance.link
-        if type(run.rule).discriminator_is_critic:
-            report["note"] = "IPM-style critic, not a log-ratio: the chain samples p_g·exp(λ·critic), not p_d"
-    elif isinstance(guidance, KernelGuidance):
-        report["kernel"], report["reference_size"] = run.config.trainer.kernel, reference_size
-        report["note"] = ("kernel witness, not a log-ratio: the drift is the MMD gradient flow's direction; "
-                          "the chain samples about p_g·exp(λ·witness), not p_d")
+    report.update(_guidance_notes(run, guidance, reference_size))
     common = {"guidance_scale": guidance_scale, "mala": mala, "generator": g, "return_info": True,
               "progress": progress}
+    x, info = _chain(run, guidance, space, z0, x0, steps, step_size, bandwidth, common, report)
+    return _finish(report, run, guidance, x0, x, info, level, out)
+
+
+def _guidance_notes(run: Run, guidance: Any, reference_size: int) -> dict[str, Any]:
+    """What the report says of the guidance: the link, the kernel, and a note where the chain's law is not p_d."""
+    if isinstance(guidance, DiscriminatorGuidance):
+        out: dict[str, Any] = {"link": guidance.link}
+        if type(run.rule).discriminator_is_critic:
+            out["note"] = "IPM-style critic, not a log-ratio: the chain samples p_g·exp(λ·critic), not p_d"
+        return out
+    if isinstance(guidance, KernelGuidance):
+        return {"kernel": run.config.trainer.kernel, "reference_size": reference_size,
+                "note": "kernel witness, not a log-ratio: the drift is the MMD gradient flow's direction; "
+                        "the chain samples about p_g·exp(λ·witness), not p_d"}
+    return {}
+
+
+def _chain(run: Run, guidance: Any, space: str, z0: torch.Tensor, x0: torch.Tensor, steps: int, step_size: float,
+           bandwidth: float | None, common: dict[str, Any], report: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+    """Run the chain of the module docstring for ``space``; its settings go into ``report``. (x, info)."""
+    G, g = run.sampling_generator, common["generator"]
     if space == "latent":
         if isinstance(guidance, KernelGuidance):
             z, info = langevin(z0, score=StandardNormal(), guidance=PullbackGuidance(G, guidance), sigmas=1.0,
@@ -245,33 +260,39 @@ def langevin_from_run(
         else:
             z, x, info = latent_langevin(z0, G, guidance, steps=steps, step_size=step_size, **common)
         report["latents"], report["eta"] = z.detach().cpu(), step_size
+        return x, info
+    if isinstance(run.rule, ScoreGAN):
+        score, h = _DataScore(run.rule), float(bandwidth) if bandwidth is not None else data_score_sigma(run)
+        report["sigma"] = h
     else:
-        if score_run:
-            score, h = _DataScore(run.rule), float(bandwidth) if bandwidth is not None else data_score_sigma(run)
-            report["sigma"] = h
-        else:
-            with torch.no_grad():
-                bank = G(torch.randn(max(n, 2048), run.latent_dim, generator=g, device=run.device, dtype=dtype))
-            score, h = BankScore(bank), float(bandwidth) if bandwidth is not None else scott_bandwidth(bank)
-        report["bandwidth"], report["eta"] = h, step_size * h * h
-        x, info = langevin(x0, score=score, guidance=guidance, sigmas=h, steps_per_level=steps,
-                           step_size=step_size * h * h, **common)
+        with torch.no_grad():
+            bank = G(torch.randn(max(x0.shape[0], 2048), run.latent_dim, generator=g, device=run.device,
+                                 dtype=x0.dtype))
+        score, h = BankScore(bank), float(bandwidth) if bandwidth is not None else scott_bandwidth(bank)
+    report["bandwidth"], report["eta"] = h, step_size * h * h
+    return langevin(x0, score=score, guidance=guidance, sigmas=h, steps_per_level=steps,
+                    step_size=step_size * h * h, **common)
+
+
+def _finish(report: dict[str, Any], run: Run, guidance: Any, x0: torch.Tensor, x: torch.Tensor, info: Any,
+            level: str, out: str | Path | None) -> dict[str, Any]:
+    """Complete the report (acceptance, ψ before and after, metrics) and write ``out`` unless non-finite."""
     if info.acceptance_rate is not None:
         report["acceptance_rate"] = info.acceptance_rate
     if guidance is not None:
-        name = "witness" if kind == "kernel witness" else "logit"
+        name = "witness" if report["guidance"] == "kernel witness" else "logit"
         report[f"{name}_before"] = float(guidance.value(x0).mean())
         report[f"{name}_after"] = float(guidance.value(x).mean())
     x0c, xc = x0.detach().to("cpu", torch.float32), x.detach().to("cpu", torch.float32)
     report["nonfinite_after"] = nonfinite_rows(xc)
     if level != "none" and report["nonfinite_after"] == 0:
-        report.update(_scalars("before", _quality(x0c, run, seed, level)))
-        report.update(_scalars("after", _quality(xc, run, seed, level)))
+        report.update(_scalars("before", _quality(x0c, run, report["seed"], level)))
+        report.update(_scalars("after", _quality(xc, run, report["seed"], level)))
     report["samples"], report["initial"] = xc, x0c
     if out is not None:
         if report["nonfinite_after"]:
-            raise ValueError(f"{report['nonfinite_after']} of {n} refined samples are NaN or infinite: nothing written "
-                             f"to {str(out)!r} (the chain diverged: lower --step-size)")
+            raise ValueError(f"{report['nonfinite_after']} of {report['n']} refined samples are NaN or infinite: "
+                             f"nothing written to {str(out)!r} (the chain diverged: lower --step-size)")
         _write(Path(out), report, run)
     return report
 
