@@ -17,30 +17,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from scoregan._dist import any_rank, broadcast_module_, broadcast_object, mean_over_ranks
 from scoregan.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from scoregan.data import make_dataset
 from scoregan.experiment.callbacks import Callback
 from scoregan.experiment.config import absolute_paths, dump_config
+from scoregan.experiment.distributed import setup
 from scoregan.experiment.early_stopping import callbacks_from_config
 from scoregan.experiment.evaluation import evaluate_generator
 from scoregan.experiment.finite import NonFiniteGuard, TrainingDiverged
 from scoregan.experiment.preemption import PreemptionWatch, TrainingPreempted
 from scoregan.experiment.runs import build_rule, load_rule_state
-from scoregan.experiment.tracking import Tracker, read_metrics
+from scoregan.experiment.tracking import NullTracker, Tracker, read_metrics
 from scoregan.plotting import plot_curves, plot_samples
 from scoregan.schema import ExperimentConfig, to_dict
 from scoregan.trainers import StepContext, UpdateRule
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device = {name!r}: CUDA is not available on this machine")
-    return dev
 
 
 @dataclass
@@ -65,7 +58,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         # the config's own callbacks (diagnostics, early stopping) first, then the caller's
         self.callbacks = [*callbacks_from_config(cfg.diagnostics, cfg.early_stopping), *(callbacks or [])]
-        self.device = resolve_device(cfg.train.device)
+        self.ranks, self.device = setup(cfg.train.device)
+        if cfg.train.batch_size % self.ranks.world_size:
+            raise ValueError(f"train.batch_size = {cfg.train.batch_size} (the global batch) does not split evenly over "
+                             f"{self.ranks.world_size} processes")
         self.dtype = getattr(torch, cfg.train.dtype)
         ckpt = None
         if self.run_dir.exists() and not self.run_dir.is_dir():
@@ -91,15 +87,18 @@ class Trainer:
         self.should_stop = False
         if ckpt is not None:
             self._restore(ckpt)
-        # only now, with the networks built and the checkpoint loaded, is the directory (re)written: a
-        # config that cannot run, or a resume whose overrides do not fit the checkpoint, leaves it as it was
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "figures").mkdir(exist_ok=True)
-        if ckpt is None:  # a run stopped before its first checkpoint is started over
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        for module in self.rule.modules.values():  # every rank starts from rank 0's networks
+            broadcast_module_(module)
         absolute_paths(cfg)  # the run directory is then usable from any working directory
-        dump_config(cfg, self.run_dir / "config.yaml")
-        self.tracker = Tracker(cfg, self.run_dir, resume_step=self.step if ckpt is not None else None)
+        self.tracker: Tracker | NullTracker = NullTracker()
+        if self.ranks.main:  # only now, with the networks built and the checkpoint loaded, is the directory
+            # (re)written: a config that cannot run, or a resume whose overrides do not fit, leaves it as it was
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "figures").mkdir(exist_ok=True)
+            if ckpt is None:  # a run stopped before its first checkpoint is started over
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            dump_config(cfg, self.run_dir / "config.yaml")
+            self.tracker = Tracker(cfg, self.run_dir, resume_step=self.step if ckpt is not None else None)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _generators(self) -> dict[str, torch.Generator]:
@@ -121,7 +120,8 @@ class Trainer:
         (:class:`~scoregan.experiment.finite.TrainingDiverged` instead)."""
         self.guard.check_state(self.step)
         path = self.run_dir / "checkpoints" / f"{name}.pt"
-        save_atomic(self.checkpoint_state(), path)
+        if self.ranks.main:  # every rank holds the same state; rank 0 writes it
+            save_atomic(self.checkpoint_state(), path)
         if name == "last":
             self.checkpoint_step = self.step
         return path
@@ -142,7 +142,17 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, *, figure: bool = True, tag: str | None = None) -> dict[str, Any]:
-        """Metrics of ``eval.n_samples`` generated samples against fresh target samples; a figure."""
+        """Metrics of ``eval.n_samples`` generated samples against fresh target samples; a figure
+        (rank 0 measures, every rank's callbacks see its metrics)."""
+        metrics: dict[str, Any] = {}
+        if self.ranks.main:
+            metrics = self._measure(figure, tag)
+        metrics = broadcast_object(metrics)
+        for c in self.callbacks:
+            c.on_eval(self, metrics)
+        return metrics
+
+    def _measure(self, figure: bool, tag: str | None) -> dict[str, Any]:
         self.rule.train(False)
         e = self.cfg.eval
         metrics, samples, reference = evaluate_generator(self.rule.sample, self.data, n=e.n_samples, seed=e.seed,
@@ -160,8 +170,6 @@ class Trainer:
             if tag.startswith("final"):  # samples_final_step<k>.png stays; samples_final.png is the latest final
                 path.with_name("samples_final.png").write_bytes(path.read_bytes())
             self.tracker.log_figure(self.step, "samples", path)
-        for c in self.callbacks:
-            c.on_eval(self, metrics)
         return metrics
 
     # -- the loop ------------------------------------------------------------------------------
@@ -170,7 +178,7 @@ class Trainer:
         t = self.cfg.train
         for c in self.callbacks:
             c.on_fit_start(self)
-        bar = tqdm(total=t.steps, initial=self.step, disable=not t.progress, desc=self.cfg.name,
+        bar = tqdm(total=t.steps, initial=self.step, disable=not (t.progress and self.ranks.main), desc=self.cfg.name,
                    dynamic_ncols=True, leave=True)
         start = time.perf_counter()
         self.rule.train(True)
@@ -193,7 +201,7 @@ class Trainer:
         finally:
             bar.close()
         wall = time.perf_counter() - start
-        if self.cfg.eval.figures:
+        if self.cfg.eval.figures and self.ranks.main:
             path = plot_curves(read_metrics(self.run_dir), self.run_dir / "figures" / "curves.png", title=self.cfg.name,
                                trainer=self.cfg.trainer.name)
             self.tracker.log_figure(self.step, "curves", path)
@@ -209,9 +217,10 @@ class Trainer:
         t, metrics = self.cfg.train, {}
         while self.step < t.steps and not self.should_stop:
             self.step += 1
-            ctx = StepContext(self.step, t.batch_size, self.data, self.data_rng, self.noise_rng, self.device, self.dtype)
+            ctx = StepContext(self.step, t.batch_size // self.ranks.world_size, self.data, self.data_rng,
+                              self.noise_rng, self.device, self.dtype, self.ranks.rank, self.ranks.world_size)
             self.guard.before_step()
-            logs = self.rule.step(ctx)
+            logs = mean_over_ranks(self.rule.step(ctx), self.device)  # the losses of the whole batch
             skipped = self.guard.after_step(self.step, logs)
             if skipped is not None:
                 self.tracker.log(self.step, {"skipped": skipped, "skipped_total": self.guard.skipped}, kind="nonfinite")
@@ -228,6 +237,8 @@ class Trainer:
                 metrics = self.evaluate(tag=f"final_step{self.step:07d}" if last else None)
             if self.step % t.checkpoint_every == 0 or last:
                 self.save_checkpoint()
+            if self.ranks.world_size > 1 and any_rank(watch.received is not None, self.device):
+                watch.received = watch.received or "SIGTERM"  # every rank stops at the same step
             if watch.received and not last:
                 if self.checkpoint_step != self.step:
                     self.save_checkpoint()

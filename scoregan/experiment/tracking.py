@@ -88,6 +88,20 @@ class Tracker:
             self.wandb = None
 
 
+class NullTracker:
+    """The tracker of ranks other than 0 under torchrun: logs nothing (rank 0 logs for the run)."""
+
+    wandb = None
+
+    def log(self, step: int, values: dict[str, Any], kind: str = "train") -> None: ...
+
+    def log_figure(self, step: int, name: str, path: str | Path) -> None: ...
+
+    def summary(self, values: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop lines logged after ``step`` (a run killed after its last checkpoint logged them)."""
     if not path.exists():

@@ -26,6 +26,7 @@ import torch
 
 from scoregan import flows
 from scoregan._autograd import input_gradient
+from scoregan._dist import gather
 from scoregan.schema import ConfigError, TrainerConfig, spec
 from scoregan.models import MLP, Discriminator
 from scoregan.objectives import DIVERGENCES, GENERATOR_LOSSES, Divergence, GeneratorLoss, divergence, generator_loss
@@ -45,9 +46,9 @@ class AdversarialConfig(TrainerConfig):
 
 
 def gradient_penalty(disc: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
-                     rng: torch.Generator, center: float = 1.0) -> torch.Tensor:
-    """E[(‖∇ₓD(x̂)‖ − center)²] on x̂ = εx + (1 − ε)x̃, ε ~ U[0, 1] per pair (Gulrajani et al. 2017)."""
-    eps = torch.rand(real.shape[0], 1, generator=rng, device=real.device, dtype=real.dtype)
+                     eps: torch.Tensor, center: float = 1.0) -> torch.Tensor:
+    """E[(‖∇ₓD(x̂)‖ − center)²] on x̂ = εx + (1 − ε)x̃, ε (N,) ~ U[0, 1] per pair (Gulrajani et al. 2017)."""
+    eps = eps.reshape(-1, 1).to(real)
     grad = input_gradient(disc, eps * real + (1 - eps) * fake, create_graph=True)
     return (grad.norm(dim=1) - center).pow(2).mean()
 
@@ -120,7 +121,8 @@ class AdversarialRule(GeneratorRule):
             real_out, fake_out = self.D(real), self.D(fake)
             loss_d = self.d_loss(real_out, fake_out)
             if self.tcfg.gp_weight > 0:
-                gp = gradient_penalty(self.penalised(real_out, fake_out), real, fake, ctx.noise_rng, self.tcfg.gp_center)
+                gp = gradient_penalty(self.penalised(real_out, fake_out), real, fake, ctx.uniform(real.shape[0]),
+                                      self.tcfg.gp_center)
                 logs["gp"] = gp.item()
                 loss_d = loss_d + self.tcfg.gp_weight * gp
             self.opt_d.zero_grad(set_to_none=True)
@@ -306,15 +308,17 @@ class MMDGAN(AdversarialRule):
         return MLP(self.data.dim, self.tcfg.feature_dim, hidden=dn.hidden, activation=dn.activation,
                    spectral_norm=dn.spectral_norm)
 
-    def d_loss(self, real_out, fake_out):
-        return -mmd2(self.kernel, real_out, fake_out, unbiased=self.tcfg.unbiased)
+    def d_loss(self, real_out, fake_out):  # the whole batch of every rank (gathered with its graph)
+        return -mmd2(self.kernel, gather(real_out, grad=True), gather(fake_out, grad=True), unbiased=self.tcfg.unbiased)
 
     def penalised(self, real_out, fake_out):
-        witness = kernel_witness(self.kernel, real_out, fake_out)  # the kernel of d_loss's MMD², not one per query
+        # the kernel of d_loss's MMD² (one per step, not one per query), over every rank's batch
+        witness = kernel_witness(self.kernel, gather(real_out, grad=True), gather(fake_out, grad=True))
         return lambda x: witness.value(self.D(x))
 
     def generator_objective(self, ctx: StepContext, fake: torch.Tensor) -> torch.Tensor:
-        return mmd2(self.kernel, self.D(fake), self.D(ctx.real()), unbiased=self.tcfg.unbiased)
+        return mmd2(self.kernel, gather(self.D(fake), grad=True), gather(self.D(ctx.real()), grad=True),
+                    unbiased=self.tcfg.unbiased)
 
 
 @dataclass
@@ -345,7 +349,7 @@ class GMMN(GeneratorRule):
 
     def step(self, ctx: StepContext) -> dict[str, float]:
         real = ctx.real()
-        loss = mmd2(self.kernel, self.generate(ctx), real, unbiased=self.tcfg.unbiased)
+        loss = mmd2(self.kernel, gather(self.generate(ctx), grad=True), gather(real), unbiased=self.tcfg.unbiased)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.clip(self.G)

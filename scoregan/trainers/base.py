@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from scoregan.schema import ExperimentConfig, TrainerConfig
+from scoregan._dist import average_gradients
 from scoregan.data import Dataset
 
 
@@ -32,11 +33,15 @@ class SourceGenerator:
 
 @dataclass
 class StepContext:
-    """What a step may draw from: real batches and latents, each from its own seeded generator.
+    """What a step may draw from: real batches and noise, each from its own seeded generator.
 
-    ``real(n)`` draws ``n`` (default ``batch_size``) target samples on the CPU generator
-    ``data_rng`` and moves them to the run's device and dtype; ``normal(n, d)`` draws standard
-    normal noise on ``noise_rng`` (a generator on the run's device).
+    ``real(n)`` draws ``n`` (default ``batch_size``) target samples on the CPU generator ``data_rng``
+    and moves them to the run's device and dtype; ``normal(n, d)``, ``uniform(n)`` and
+    ``randint(high, n)`` draw per-sample noise on ``noise_rng`` (a generator on the run's device).
+
+    Data parallel (``world_size`` > 1): every rank holds the same generators; each draw takes
+    ``n · world_size`` rows and keeps the rank's block of ``n``, so the ranks together see exactly
+    the batch one process would draw (``batch_size`` is the per-rank share of ``train.batch_size``).
     """
 
     step: int
@@ -46,13 +51,35 @@ class StepContext:
     noise_rng: torch.Generator
     device: torch.device
     dtype: torch.dtype
+    rank: int = 0
+    world_size: int = 1
+
+    def _mine(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        return x if self.world_size == 1 else x[self.rank * n:(self.rank + 1) * n]
+
+    def share(self, n_total: int) -> int:
+        """This rank's share of ``n_total`` rows (ValueError unless the ranks divide it evenly)."""
+        if n_total % self.world_size:
+            raise ValueError(f"{n_total} rows do not split evenly over {self.world_size} processes")
+        return n_total // self.world_size
 
     def real(self, n: int | None = None) -> torch.Tensor:
-        x = self.data.sample(n or self.batch_size, generator=self.data_rng)
+        n = n or self.batch_size
+        x = self._mine(self.data.sample(n * self.world_size, generator=self.data_rng), n)
         return x.to(device=self.device, dtype=self.dtype)
 
     def normal(self, n: int, d: int) -> torch.Tensor:
-        return torch.randn(n, d, generator=self.noise_rng, device=self.device, dtype=self.dtype)
+        z = torch.randn(n * self.world_size, d, generator=self.noise_rng, device=self.device, dtype=self.dtype)
+        return self._mine(z, n)
+
+    def uniform(self, n: int) -> torch.Tensor:
+        """U[0, 1) draws (n,)."""
+        u = torch.rand(n * self.world_size, generator=self.noise_rng, device=self.device, dtype=self.dtype)
+        return self._mine(u, n)
+
+    def randint(self, high: int, n: int) -> torch.Tensor:
+        """Uniform integers in [0, high), (n,)."""
+        return self._mine(torch.randint(0, high, (n * self.world_size,), generator=self.noise_rng, device=self.device), n)
 
 
 class UpdateRule(ABC):
@@ -121,6 +148,9 @@ class UpdateRule(ABC):
         return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
 
     def clip(self, module: nn.Module) -> None:
+        """Before each optimiser step: average the gradients over the ranks (data parallel), then clip
+        their global norm to ``optim.grad_clip``."""
+        average_gradients(module.parameters())
         if self.cfg.optim.grad_clip is not None:
             nn.utils.clip_grad_norm_(module.parameters(), self.cfg.optim.grad_clip)
 

@@ -187,7 +187,7 @@ class FlowMatching(UpdateRule):
     def step(self, ctx: StepContext) -> dict[str, float]:
         x0, x1 = self.pairs(ctx)
         n = x0.shape[0]
-        t = torch.rand(n, generator=ctx.noise_rng, device=self.device, dtype=self.dtype)
+        t = ctx.uniform(n)
         eps = ctx.normal(n, self.data.dim) if self.tcfg.sigma > 0 else None
         xt, u = self.conditional(x0, x1, t, eps)
         loss = (self.v(xt, t) - u).pow(2).sum(dim=1).mean()

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from scoregan import flows
+from scoregan._dist import gather
 from scoregan.schema import TrainerConfig, spec
 from scoregan.trainers.base import StepContext
 from scoregan.trainers.generator import GeneratorRule
@@ -48,19 +49,20 @@ class KernelFlowGAN(GeneratorRule):
         self.bank: torch.Tensor | None = None
 
     def reference(self, ctx: StepContext) -> torch.Tensor:
-        """The data side of the witness, (M, d): this step's batch, or the bank it was pushed into."""
-        real = ctx.real()
+        """The data side of the witness, (M, d): this step's batch (every rank's), or the bank it was pushed into."""
+        real = gather(ctx.real())
         size = self.tcfg.bank_size
         if size <= 0:
             return real
         if self.bank is None:
-            self.bank = ctx.real(size)
+            self.bank = gather(ctx.real(ctx.share(size)))
         self.bank = torch.cat([real, self.bank])[:size]
         return self.bank
 
     def velocity(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """∇D̂(x) (N, d) for the witness between ``reference`` (M, d) and the particles x (N, d) themselves."""
-        return flows.ipm_velocity(x, self.kernel, reference, x)
+        """∇D̂(x) (N, d) for the witness between ``reference`` (M, d) and the generated particles: x (N, d)
+        itself, with every rank's batch under data parallelism."""
+        return flows.ipm_velocity(x, self.kernel, reference, gather(x))
 
     def velocity_field(self, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
         """q ↦ ∇D̂(q), (N, d) → (N, d): the witness gradient between fresh batches drawn from ``generator``

@@ -54,6 +54,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scoregan import flows
+from scoregan._dist import gather
 from scoregan.checkpoint import save_atomic
 from scoregan.diagnostics.steepness import eval_mode
 from scoregan.schema import SEED_MAX, ConfigError, NetConfig, TrainerConfig, spec
@@ -193,13 +194,13 @@ class ScoreGAN(GeneratorRule):
         if c.sigma_mode == "anneal":
             return torch.full((n,), annealed, device=self.device, dtype=self.dtype)
         if c.sigma_mode == "progressive":
-            return log_uniform(n, annealed, c.sigma_max, ctx.noise_rng, self.device, self.dtype)
+            return log_uniform(ctx.uniform(n), annealed, c.sigma_max)
         if c.sigma_levels is not None:
             levels = torch.logspace(math.log10(c.sigma_min), math.log10(c.sigma_max), c.sigma_levels,
                                     device=self.device, dtype=self.dtype)
-            idx = torch.randint(0, c.sigma_levels, (n,), generator=ctx.noise_rng, device=self.device)
+            idx = ctx.randint(c.sigma_levels, n)
             return levels[idx]
-        return log_uniform(n, c.sigma_min, c.sigma_max, ctx.noise_rng, self.device, self.dtype)
+        return log_uniform(ctx.uniform(n), c.sigma_min, c.sigma_max)
 
     # -- the data score ----------------------------------------------------------------------------
     def data_score(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -265,7 +266,8 @@ class ScoreGAN(GeneratorRule):
                    disable=not self.cfg.train.progress, mininterval=0.5)
         for i in bar:
             x = self.data.sample(c.data_score_batch, generator=data_rng).to(self.device, self.dtype)
-            sig = log_uniform(x.shape[0], c.sigma_min, c.sigma_max, noise_rng, self.device, self.dtype)
+            u = torch.rand(x.shape[0], generator=noise_rng, device=self.device, dtype=self.dtype)
+            sig = log_uniform(u, c.sigma_min, c.sigma_max)
             eps = torch.randn(x.shape, generator=noise_rng, device=self.device, dtype=self.dtype)
             loss = dsm_loss(net, x, sig, eps)
             opt.zero_grad(set_to_none=True)
@@ -329,7 +331,7 @@ class ScoreGAN(GeneratorRule):
             if ctx is None:
                 raise ValueError("the generator score needs the step context (or centres) when "
                                  "trainer.generator_score = 'batch'")
-            centres = self.G(self.latents(ctx, self.tcfg.generator_score_batch))
+            centres = gather(self.G(self.latents(ctx, ctx.share(self.tcfg.generator_score_batch))))
         return empirical_score(x, centres, sigma)
 
     def velocity(self, x_noisy: torch.Tensor, sigma: torch.Tensor, ctx: StepContext | None = None, *,
@@ -404,8 +406,6 @@ class ScoreGAN(GeneratorRule):
         self.ready = bool(state.get("ready", False))
 
 
-def log_uniform(n: int, lo: float, hi: float, rng: torch.Generator, device: torch.device,
-                dtype: torch.dtype) -> torch.Tensor:
-    """n draws (n,) of σ with log σ uniform on [log lo, log hi]."""
-    u = torch.rand(n, generator=rng, device=device, dtype=dtype)
+def log_uniform(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """σ (n,) with log σ uniform on [log lo, log hi], from U[0, 1) draws u (n,)."""
     return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))

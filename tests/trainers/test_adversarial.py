@@ -36,9 +36,10 @@ def test_gradient_penalty_of_a_linear_critic():
     w = torch.tensor([3.0, 4.0], dtype=torch.float64)  # ‖∇D‖ = 5 everywhere
     critic = lambda x: x @ w  # noqa: E731
     x = torch.randn(64, 2, dtype=torch.float64)
-    gp = gradient_penalty(critic, x, x + 1, torch.Generator().manual_seed(0), center=1.0)
+    eps = torch.rand(x.shape[0], generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    gp = gradient_penalty(critic, x, x + 1, eps, center=1.0)
     assert gp.item() == pytest.approx(16.0, rel=1e-12)
-    gp0 = gradient_penalty(critic, x, x + 1, torch.Generator().manual_seed(0), center=0.0)
+    gp0 = gradient_penalty(critic, x, x + 1, eps, center=0.0)
     assert gp0.item() == pytest.approx(25.0, rel=1e-12)
 
 

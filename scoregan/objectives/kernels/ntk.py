@@ -20,6 +20,7 @@ empirical NTK live in :mod:`scoregan.diagnostics.ntk`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,9 +29,18 @@ from torch import Tensor
 from scoregan._checks import check_choice
 from scoregan.objectives.kernels.base import Kernel
 from scoregan.objectives.kernels.ntk_duals import QUADRATURE_NODES, NTKArch, arch_dual, ntk_arch
+from scoregan.objectives.kernels.ntk_fast import (
+    FAST_ENTRIES_PER_PAIR,
+    dual_values,
+    fast_path_available,
+    pair_partials,
+    variance_chain,
+)
 from scoregan.objectives.kernels.tiling import BUDGETS, blockwise, check_inputs, tiles
 
 __all__ = ["NTK_KINDS", "NTKKernel", "infinite_ntk"]
+
+DualFn = Callable[[NTKArch, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 NTK_KINDS: tuple[str, ...] = ("ntk", "nngp")
 
@@ -44,15 +54,18 @@ def _diagonal_chain(arch: NTKArch, a: Tensor) -> list[Tensor]:
     return chain
 
 
-def _pair_recursion(arch: NTKArch, a_chain: list[Tensor], b_chain: list[Tensor], c: Tensor) -> tuple[Tensor, Tensor]:
+def _pair_recursion(
+    arch: NTKArch, a_chain: list[Tensor], b_chain: list[Tensor], c: Tensor, dual: DualFn = arch_dual
+) -> tuple[Tensor, Tensor]:
     """(Θ, Σ) of the read-out from Σ¹(x, y) = c and the variance chains of x and y.
 
     Elementwise in broadcast (a, b, c): entry (i, j) depends on (a_l, b_l, c)[i, j] only.
+    dual: ``arch_dual`` (differentiable) or ``ntk_fast.dual_values`` (the same values, no graph).
     """
     w2, b2 = arch.weight_std**2, arch.bias_std**2
     ntk = c
     for a, b in zip(a_chain, b_chain):
-        nngp, dot = arch_dual(arch, a, b, c)
+        nngp, dot = dual(arch, a, b, c)
         c = w2 * nngp + b2
         ntk = c + w2 * dot * ntk
     return ntk, c
@@ -104,9 +117,14 @@ class NTKKernel(Kernel):
     ``witness_grad`` sums them against the weights tile by tile, never forming the N × M × d
     tensor: ∇D(x_i) = (2σ_w²/d) x_i Σ_j a_j ∂k_ij/∂a + (σ_w²/d) Σ_j a_j ∂k_ij/∂c y_j. Finite at
     x = y (``kernels.ntk_duals``). Not translation invariant; positive semi-definite; no fused Triton spec.
+
+    Closed-form activations (relu, leaky_relu, erf) take ``kernels.ntk_fast`` (∂k/∂a, ∂k/∂c by a
+    forward recursion, no autograd graph) unless x or y requires grad or ``fast_path`` is False
+    (an instance switch, for checks and benchmarks); the rest take autograd through the recursion.
     """
 
     name = "ntk"
+    fast_path: bool = True
 
     def __init__(
         self,
@@ -137,6 +155,9 @@ class NTKKernel(Kernel):
         x, y, _ = check_inputs(x, y, None, centres_name="y")
         a, b, c = _first_layer(self.arch, x, y)
         chains = _diagonal_chain(self.arch, a[:, None]), _diagonal_chain(self.arch, b[None, :])
+        if self._use_fast(x, y):
+            with torch.no_grad():
+                return self._pick(_pair_recursion(self.arch, *chains, c, dual_values))
         return self._pick(_pair_recursion(self.arch, *chains, c))
 
     def _pair_coefficients(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -148,6 +169,13 @@ class NTKKernel(Kernel):
         x or y requires grad, one differentiable backward pass keeps the result differentiable.
         """
         scale = self.arch.weight_std**2 / x.shape[1]
+        if self._use_fast(x, y):
+            with torch.no_grad():
+                a, b, c = _first_layer(self.arch, x, y)
+                a_chain, slopes = variance_chain(self.arch, a[:, None])
+                b_chain = _diagonal_chain(self.arch, b[None, :])
+                g_a, g_c = pair_partials(self.arch, self.kind == "ntk", a_chain, slopes, b_chain, c)
+            return 2.0 * scale * g_a, scale * g_c
         if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
             a, b, c = _first_layer(self.arch, x, y)
             a_pairs, c = a[:, None].expand_as(c) * 1.0, c * 1.0
@@ -184,6 +212,12 @@ class NTKKernel(Kernel):
             g_c[p : p + step] = grads[-1]
         return 2.0 * scale * g_a.reshape(n, m), scale * g_c.reshape(n, m)
 
+    def _use_fast(self, x: Tensor, y: Tensor, weights: Tensor | None = None) -> bool:
+        """The autograd-free path applies: closed form, switch on, no graph through x, y (or weights) wanted."""
+        wants_graph = torch.is_grad_enabled() and (
+            x.requires_grad or y.requires_grad or (isinstance(weights, Tensor) and weights.requires_grad))
+        return self.fast_path and fast_path_available(self.arch) and not wants_graph
+
     def _cost_per_pair(self) -> int:
         """Rough number of scalars the pair recursion's autograd graph holds per pair."""
         per_layer = 32
@@ -196,6 +230,32 @@ class NTKKernel(Kernel):
         x, y, _ = check_inputs(x, y, None, centres_name="y")
         alpha, beta = self._pair_coefficients(x, y)
         return alpha[..., None] * x[:, None, :] + beta[..., None] * y[None, :, :]
+
+    def witness(
+        self, x: Tensor, centres: Tensor, weights: Tensor | None = None, *, chunk_size: int | None = None
+    ) -> Tensor:
+        """D(x_i) = Σ_j a_j k(x_i, y_j): (N, d), (M, d), (M,) → (N,); a defaults to 1/M.
+
+        Without a graph to keep (closed forms): variance chains once, cache-sized tiles, no autograd
+        Functions (``ntk_fast.dual_values``; the same values). Otherwise ``Kernel.witness``.
+        """
+        if not (isinstance(x, Tensor) and isinstance(centres, Tensor) and self._use_fast(x, centres, weights)):
+            return super().witness(x, centres, weights, chunk_size=chunk_size)
+        x, centres, weights = self._check_witness_args(x, centres, weights, chunk_size)
+        arch, (n, d), m = self.arch, x.shape, centres.shape[0]
+        if n == 0 or m == 0:
+            return x.new_zeros(n)
+        scale, b2 = arch.weight_std**2 / d, arch.bias_std**2
+        with torch.no_grad():
+            a_chain = _diagonal_chain(arch, (scale * (x * x).sum(1) + b2)[:, None])
+            b_chain = _diagonal_chain(arch, (scale * (centres * centres).sum(1) + b2)[None, :])
+
+            def tile(qi: slice, cj: slice) -> Tensor:
+                c = scale * (x[qi] @ centres[cj].T) + b2
+                k = _pair_recursion(arch, [t[qi] for t in a_chain], [t[:, cj] for t in b_chain], c, dual_values)
+                return self._pick(k) @ weights[cj]
+
+            return blockwise(n, m, *tiles(n, m, chunk_size, FAST_ENTRIES_PER_PAIR), tile)
 
     def witness_grad(
         self,
@@ -218,6 +278,8 @@ class NTKKernel(Kernel):
         n, m, d = x.shape[0], centres.shape[0], x.shape[1]
         if n == 0 or m == 0:
             return x.new_zeros(n, d)
+        if self._use_fast(x, centres, weights):
+            return self._fast_witness_grad(x, centres, weights, chunk_size)
         bn, bm = tiles(n, m, chunk_size)
 
         def tile(qi: slice, cj: slice) -> Tensor:
@@ -226,3 +288,21 @@ class NTKKernel(Kernel):
             return x[qi] * (alpha @ w)[:, None] + (beta * w) @ centres[cj]
 
         return blockwise(n, m, bn, bm, tile)
+
+    @torch.no_grad()
+    def _fast_witness_grad(self, x: Tensor, y: Tensor, w: Tensor, chunk_size: int | None) -> Tensor:
+        """witness_grad by ``kernels.ntk_fast``: variance chains once, then per tile c = Σ¹ (bn, bm),
+        (∂k/∂a, ∂k/∂c) and ∇D = (2σ_w²/d) x ⊙ (∂k/∂a) w + (σ_w²/d) (∂k/∂c)(w ⊙ y)."""
+        arch, (n, d), m = self.arch, x.shape, y.shape[0]
+        scale, b2 = arch.weight_std**2 / d, arch.bias_std**2
+        a_chain, slopes = variance_chain(arch, (scale * (x * x).sum(1) + b2)[:, None])
+        b_chain = _diagonal_chain(arch, (scale * (y * y).sum(1) + b2)[None, :])
+        wy = w[:, None] * y
+
+        def tile(qi: slice, cj: slice) -> Tensor:
+            c = scale * (x[qi] @ y[cj].T) + b2
+            g_a, g_c = pair_partials(arch, self.kind == "ntk", [t[qi] for t in a_chain], [t[qi] for t in slopes],
+                                     [t[:, cj] for t in b_chain], c)
+            return x[qi] * ((2.0 * scale) * (g_a @ w[cj]))[:, None] + scale * (g_c @ wy[cj])
+
+        return blockwise(n, m, *tiles(n, m, chunk_size, FAST_ENTRIES_PER_PAIR), tile)

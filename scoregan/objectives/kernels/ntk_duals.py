@@ -34,7 +34,8 @@ from scoregan._checks import check_choice, check_int, check_positive
 from scoregan.objectives.kernels.tiling import BUDGETS, real_number
 
 __all__ = ["ACTIVATIONS", "CLOSED_FORM_ACTIVATIONS", "NTK_METHODS", "QUADRATURE_NODES", "NTKArch", "activation_pair",
-           "arch_dual", "dual_activation", "ntk_arch"]
+           "arch_dual", "dual_activation", "ntk_arch",
+           "snap_correlation", "snap_tolerance"]
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "erf", "sigmoid", "tanh", "softplus", "gelu")
 CLOSED_FORM_ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "erf")
@@ -116,12 +117,22 @@ def activation_pair(activation: str, negative_slope: float = 0.01) -> _PhiPair:
 # --------------------------------------------------------------------------------------------
 
 
-def _snap(rho: Tensor) -> tuple[Tensor, Tensor]:
-    """(ρ clamped to [−1, 1] with near-±1 snapped to ±1, mask of |ρ| < 1 after snapping)."""
-    tol = _SNAP_ULPS * torch.finfo(rho.dtype).eps
+def snap_tolerance(dtype: torch.dtype) -> float:
+    """|ρ| ≥ 1 − tol counts as |ρ| = 1: tol = 16 ulp of 1 in ``dtype``."""
+    return _SNAP_ULPS * torch.finfo(dtype).eps
+
+
+def snap_correlation(rho: Tensor) -> Tensor:
+    """ρ clamped to [−1, 1], within 16 ulp of ±1 snapped to ±1 (the θ = 0, π convention above)."""
+    tol = snap_tolerance(rho.dtype)
     r = rho.clamp(-1.0, 1.0)
-    r = torch.where(r >= 1.0 - tol, torch.ones_like(r), r)
-    r = torch.where(r <= -1.0 + tol, -torch.ones_like(r), r)
+    r.masked_fill_(r >= 1.0 - tol, 1.0)
+    return r.masked_fill_(r <= -1.0 + tol, -1.0)
+
+
+def _snap(rho: Tensor) -> tuple[Tensor, Tensor]:
+    """(:func:`snap_correlation` of ρ, mask of |ρ| < 1 after snapping)."""
+    r = snap_correlation(rho)
     return r, r.abs() < 1.0
 
 

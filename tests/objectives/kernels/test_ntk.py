@@ -338,3 +338,100 @@ def test_bad_arguments_name_the_argument():
         NTKMLP(2, 0, 2)
     with pytest.raises(ValueError, match="depth"):
         NTKMLP(2, 8, 0)
+
+
+# --- the autograd-free fast path (kernels.ntk_fast) against the autograd path -----------------
+
+FAST_ACTIVATIONS = [{"activation": "relu"}, {"activation": "leaky_relu", "negative_slope": 0.2},
+                    {"activation": "erf"}]
+
+
+def _fast_case_points(d: int = 3):
+    """Centres y (M, d); queries x: generic points, exact copies of centres (self-terms) and centres
+    moved by 1e-3 and 1e-5 (near-coincident pairs); weights of both signs."""
+    y = points(17, d, 50) * 1.3 + 0.2
+    v = points(4, d, 51)
+    x = torch.cat([points(9, d, 52), y[:5], y[5:7] + 1e-3 * v[:2], y[7:9] + 1e-5 * v[2:]])
+    return x, y, torch.randn(17, generator=gen(53), dtype=F64)
+
+
+def _max_rel_err(fast: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |fast − ref| / max |ref| (row scale: the witness gradient's natural size)."""
+    return ((fast - ref).abs().max() / ref.abs().max()).item()
+
+
+@pytest.mark.parametrize("bias_std", [0.0, 1.0])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("act", FAST_ACTIVATIONS, ids=["relu", "leaky0.2", "erf"])
+def test_fast_path_equals_autograd_path(act, depth, bias_std):
+    x, y, a = _fast_case_points()
+    for kind in ("ntk", "nngp"):
+        fast = NTKKernel(depth=depth, weight_std=1.2, bias_std=bias_std, kind=kind, **act)
+        slow = NTKKernel(depth=depth, weight_std=1.2, bias_std=bias_std, kind=kind, **act)
+        slow.fast_path = False
+        ref = slow.witness_grad(x, y, a)
+        assert _max_rel_err(fast.witness_grad(x, y, a), ref) < 1e-6
+        assert _max_rel_err(fast.witness_grad(x, y), slow.witness_grad(x, y)) < 1e-6
+        ref_pairs = slow.grad_x(x, y)
+        got_pairs = fast.grad_x(x, y)
+        assert torch.isfinite(got_pairs).all()
+        # per pair, each scaled by its own pair's size, so self-terms and near pairs count in full
+        size = ref_pairs.norm(dim=-1)
+        err = (got_pairs - ref_pairs).norm(dim=-1) / size.clamp_min(1e-3 * size.max())
+        assert err.max() < 1e-6
+        xr = x.clone().requires_grad_(True)  # x.requires_grad takes the (differentiable) autograd path
+        assert _max_rel_err(fast.witness_grad(xr, y, a).detach(), ref) < 1e-9
+
+
+def test_fast_path_keeps_the_subgradient_at_coincidence():
+    """x = y exactly: the fast path returns the autograd path's subgradient (dθ/dρ := 0)."""
+    y = points(8, 2, 54)
+    for bias_std in (0.0, 1.0):
+        fast = NTKKernel(depth=3, activation="relu", weight_std=1.4, bias_std=bias_std)
+        slow = NTKKernel(depth=3, activation="relu", weight_std=1.4, bias_std=bias_std)
+        slow.fast_path = False
+        idx = torch.arange(8)
+        torch.testing.assert_close(fast.grad_x(y, y)[idx, idx], slow.grad_x(y, y)[idx, idx], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(fast.witness_grad(y, y), slow.witness_grad(y, y), rtol=1e-10, atol=1e-12)
+
+
+def test_fast_path_at_the_origin_and_along_rays():
+    """Zero-variance points (x = 0 without biases: ρ := 0) and parallel inputs, as the autograd path."""
+    y = points(5, 2, 55)
+    x = torch.cat([torch.zeros(1, 2, dtype=F64), 2.0 * y[:2], points(3, 2, 56)])
+    yz = torch.cat([y, torch.zeros(1, 2, dtype=F64)])
+    for act in FAST_ACTIVATIONS:
+        fast, slow = NTKKernel(depth=3, bias_std=0.0, **act), NTKKernel(depth=3, bias_std=0.0, **act)
+        slow.fast_path = False
+        torch.testing.assert_close(fast.grad_x(x, yz), slow.grad_x(x, yz), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(fast.witness_grad(x, yz), slow.witness_grad(x, yz), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("act", FAST_ACTIVATIONS, ids=["relu", "leaky0.2", "erf"])
+def test_fast_path_tiles_give_the_same_result(act, monkeypatch):
+    x, y, a = _fast_case_points()
+    k = NTKKernel(depth=3, bias_std=1.0, **act)
+    ref = k.witness_grad(x, y, a)
+    for budget in (1, 64, 300):  # 1: one pair per tile (queries and centres chunked)
+        monkeypatch.setattr(K.BUDGETS, "tile", budget)
+        for chunk_size in (None, 1, 5, 100):  # only the summation order changes (1e-5 pairs: ill-conditioned)
+            assert _max_rel_err(k.witness_grad(x, y, a, chunk_size=chunk_size), ref) < 1e-10
+
+
+@pytest.mark.parametrize("act", FAST_ACTIVATIONS, ids=["relu", "leaky0.2", "erf"])
+def test_fast_values_and_witness_equal_the_autograd_path(act, monkeypatch):
+    """k(x, y) and the witness without autograd Functions: the same values; weights that require
+    grad (or x) keep the differentiable path."""
+    x, y, a = _fast_case_points()
+    fast, slow = NTKKernel(depth=3, bias_std=1.0, **act), NTKKernel(depth=3, bias_std=1.0, **act)
+    slow.fast_path = False
+    torch.testing.assert_close(fast(x, y), slow(x, y), rtol=1e-14, atol=0.0)
+    ref = slow.witness(x, y, a)
+    torch.testing.assert_close(fast.witness(x, y, a), ref, rtol=1e-12, atol=1e-14)
+    monkeypatch.setattr(K.BUDGETS, "tile", 64)
+    torch.testing.assert_close(fast.witness(x, y, a, chunk_size=3), ref, rtol=1e-12, atol=1e-14)
+    ar = a.clone().requires_grad_(True)
+    (dw,) = torch.autograd.grad(fast.witness(x, y, ar).sum(), ar)
+    torch.testing.assert_close(dw, slow(x, y).sum(0), rtol=1e-12, atol=1e-14)
+    (dg,) = torch.autograd.grad(fast.witness_grad(x, y, ar).sum(), ar)
+    torch.testing.assert_close(dg, slow.grad_x(x, y).sum(dim=(0, 2)), rtol=1e-9, atol=1e-11)

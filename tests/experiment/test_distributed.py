@@ -1,0 +1,87 @@
+"""Data parallelism under torchrun (2 gloo processes on the CPU): the same parameters as one process
+with the whole batch, for every trainer (the kernel witnesses, MMD² and batch scores gathered); a
+checkpoint written under 2 processes resumes under 1 and the other way round."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from scoregan.checkpoint import load_checkpoint
+from scoregan.config import load_config
+from scoregan.experiment.loop import Trainer
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+COMMON = ["tracking.mode=disabled", "train.progress=false", "eval.figures=false", "train.steps=20",
+          "train.dtype=float64", "train.batch_size=64", "eval.n_samples=64", "train.checkpoint_every=1000",
+          "train.eval_every=10", "model.generator.hidden=[32, 32]", "model.discriminator.hidden=[32, 32]"]
+CASES = {
+    "nsgan": [], "wgan-gp": [], "kernel-flow": ["trainer.bank_size=128"], "gmmn": [], "mmd-gan": [],
+    "cfm": ["trainer.solver=euler", "trainer.ode_steps=4", "trainer.velocity_net.hidden=[32]"],
+    "score-gan": ["trainer.score_net.hidden=[16]", "trainer.generator_score_net.hidden=[16]",
+                  "trainer.data_score_steps=20", "trainer.score_warmup=2", "trainer.data_score_cache=null"],
+    "score-gan/batch": ["trainer.score_net.hidden=[16]", "trainer.data_score_steps=20",
+                        "trainer.data_score_cache=null", "trainer.generator_score=batch",
+                        "trainer.generator_score_batch=32"],
+}
+
+
+def _overrides(case: str, *extra: str) -> list[str]:
+    return [*COMMON, *CASES[case], *extra]
+
+
+def _config(case: str, *extra: str):
+    return load_config(ROOT / "configs/toy" / f"8gaussians-{case.split('/')[0]}.yaml", _overrides(case, *extra))
+
+
+def _torchrun(tmp_path, jobs: list[tuple[str, str, list[str], bool]]) -> None:
+    """Run ``jobs`` (case, run_dir, extra overrides, resume) in one 2-process torchrun launch."""
+    script = tmp_path / "ddp_jobs.py"
+    script.write_text(textwrap.dedent(f"""
+        from tests.experiment.test_distributed import _config
+        from scoregan.experiment.loop import Trainer
+        for case, run_dir, extra, resume in {jobs!r}:
+            cfg = _config(case, *extra)
+            Trainer(cfg, run_dir, resume=resume).fit()
+    """))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={"PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _max_relative_difference(a_dir, b_dir) -> float:
+    a = load_checkpoint(a_dir / "checkpoints/last.pt")
+    b = load_checkpoint(b_dir / "checkpoints/last.pt")
+    assert a["step"] == b["step"]
+    worst = 0.0
+    for net, params in a["rule"]["modules"].items():
+        for k, v in params.items():
+            if v.is_floating_point():
+                worst = max(worst, float((v - b["rule"]["modules"][net][k]).abs().max() / (v.abs().max() + 1e-30)))
+    return worst
+
+
+def test_two_processes_reach_the_parameters_of_one_and_checkpoints_move_between_world_sizes(tmp_path):
+    torch.set_num_threads(1)
+    # one process, whole batch: the references; and the first half of a run to be finished under 2 processes
+    for case in CASES:
+        Trainer(_config(case), tmp_path / "one" / case).fit()
+    Trainer(_config("kernel-flow", "train.steps=10"), tmp_path / "one_then_two").fit()
+    jobs = [(case, str(tmp_path / "two" / case), [], False) for case in CASES]
+    jobs += [("kernel-flow", str(tmp_path / "one_then_two"), ["train.steps=20"], True),  # resumed under 2
+             ("kernel-flow", str(tmp_path / "two_then_one"), ["train.steps=10"], False)]
+    _torchrun(tmp_path, jobs)
+    Trainer(_config("kernel-flow"), tmp_path / "two_then_one", resume=True).fit()  # resumed under 1
+
+    worst = {case: _max_relative_difference(tmp_path / "one" / case, tmp_path / "two" / case) for case in CASES}
+    print("max relative difference, 2 processes vs 1:", worst)
+    assert max(worst.values()) < 1e-9, worst  # float64: only the order of the batch reductions differs
+    for mixed in ("one_then_two", "two_then_one"):
+        assert _max_relative_difference(tmp_path / "one" / "kernel-flow", tmp_path / mixed) < 1e-9
