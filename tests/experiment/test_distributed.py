@@ -85,3 +85,32 @@ def test_two_processes_reach_the_parameters_of_one_and_checkpoints_move_between_
     assert max(worst.values()) < 1e-9, worst  # float64: only the order of the batch reductions differs
     for mixed in ("one_then_two", "two_then_one"):
         assert _max_relative_difference(tmp_path / "one" / "kernel-flow", tmp_path / mixed) < 1e-9
+
+
+def test_a_killed_two_process_run_continues_with_the_same_torchrun_command(tmp_path):
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    sets = [*COMMON, "train.steps=400", "train.checkpoint_every=20", "train.eval_every=1000", "train.log_every=10"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "scoregan",
+           "train", str(ROOT / "configs/toy/8gaussians-nsgan.yaml"), "--run-dir", str(run), "--resume-if-exists",
+           *[x for o in sets for x in ("--set", o)]]
+    env = {"PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints/last.pt").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+    proc.wait()
+    step = load_checkpoint(run / "checkpoints/last.pt")["step"]
+    assert 0 < step < 400
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 400
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (run / "metrics.jsonl").read_text().splitlines()
+             if '"kind": "train"' in line]
+    assert steps == list(range(10, 401, 10))  # rank 0 logged every step once, across the kill

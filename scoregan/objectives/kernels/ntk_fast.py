@@ -139,6 +139,13 @@ def variance_chain(arch: NTKArch, a: Tensor) -> tuple[list[Tensor], list[Tensor]
     return chain, slopes
 
 
+def _affine_(t: Tensor, scale: float, shift: float) -> Tensor:
+    """t ← scale · t + shift in place, skipping the no-op steps."""
+    if scale != 1.0:
+        t.mul_(scale)
+    return t.add_(shift) if shift != 0.0 else t
+
+
 def pair_partials(
     arch: NTKArch, ntk: bool, a_chain: list[Tensor], slopes: list[Tensor], b_chain: list[Tensor], c: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -150,7 +157,7 @@ def pair_partials(
     Θ ← C + σ_w² E' Θ,  DΘ ← DC + σ_w² ((∂_a E' s_l, 0) + ∂_c E' DC) Θ + σ_w² E' DΘ.
     """
     w2, b2 = arch.weight_std**2, arch.bias_std**2
-    theta = c
+    theta, first = c, True
     c_a = c_c = t_a = t_c = None  # None at layer 1: DC = DΘ = (0, 1)
     for a, s, b in zip(a_chain, slopes, b_chain):
         nngp, dot, n_a, n_c, d_a, d_c = _dual_grads(arch, a, b, c, s)
@@ -168,11 +175,12 @@ def pair_partials(
         if w2 != 1.0:
             c_a.mul_(w2)
             c_c.mul_(w2)
-        c = w2 * nngp + b2
+        c = _affine_(nngp, w2, b2)  # σ_w² E + σ_b², the operations of ``kernels.ntk``
         if ntk:
-            t_a = torch.add(c_a, t_a, alpha=w2)
-            t_c = torch.add(c_c, t_c, alpha=w2)
-            theta = torch.addcmul(c, dot, theta, value=w2)
+            t_a, t_c = _affine_(t_a, w2, 0.0).add_(c_a), _affine_(t_c, w2, 0.0).add_(c_c)
+            # Θ¹ is the caller's c: not overwritten
+            theta = torch.addcmul(c, dot, theta, value=w2) if first else _affine_(theta.mul_(dot), w2, 0.0).add_(c)
+        first = False
     if ntk:
         return t_a, t_c
     return c_a, c_c
