@@ -158,6 +158,10 @@ class TrainConfig:
     nonfinite: str = spec("stop", choices=("stop", "skip"),
                           help="at a NaN or infinite loss or weight: stop (the last finite checkpoint is kept) or "
                                "skip the step (undo it and go on; costs a copy of the networks per step)")
+    precision: str = spec("fp32", choices=("fp32", "bf16"),
+                          help="bf16: the training steps under bfloat16 autocast (weights and optimiser states stay "
+                               "float32; bfloat16 needs no loss scaling); evaluation runs in float32")
+    compile: bool = spec(False, help="torch.compile every network (CUDA only: Triton kernels)")
 
 
 #: The distances an evaluation can compute (``scoregan.metrics.toy_report``, ``eval.distances``); a

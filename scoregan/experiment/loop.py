@@ -89,6 +89,12 @@ class Trainer:
             self._restore(ckpt)
         for module in self.rule.modules.values():  # every rank starts from rank 0's networks
             broadcast_module_(module)
+        if cfg.train.compile:
+            if self.device.type != "cuda":
+                raise ValueError(f"train.compile = true compiles the networks for CUDA; this run is on {self.device}: "
+                                 "drop it (the CPU path runs eagerly)")
+            for module in self.rule.modules.values():
+                module.compile()  # in place: parameter names, hence checkpoints, are unchanged
         absolute_paths(cfg)  # the run directory is then usable from any working directory
         self.tracker: Tracker | NullTracker = NullTracker()
         if self.ranks.main:  # only now, with the networks built and the checkpoint loaded, is the directory
@@ -220,7 +226,8 @@ class Trainer:
             ctx = StepContext(self.step, t.batch_size // self.ranks.world_size, self.data, self.data_rng,
                               self.noise_rng, self.device, self.dtype, self.ranks.rank, self.ranks.world_size)
             self.guard.before_step()
-            logs = mean_over_ranks(self.rule.step(ctx), self.device)  # the losses of the whole batch
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+                logs = mean_over_ranks(self.rule.step(ctx), self.device)  # the losses of the whole batch
             skipped = self.guard.after_step(self.step, logs)
             if skipped is not None:
                 self.tracker.log(self.step, {"skipped": skipped, "skipped_total": self.guard.skipped}, kind="nonfinite")
