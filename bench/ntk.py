@@ -15,6 +15,7 @@ depth 3, ReLU, bias_std 1, loss "ipm", step_size 2, disc_time 1), both paths.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -52,13 +53,14 @@ def witness_table(sizes: list[int], depths: list[int], dtype: torch.dtype, repea
         x = (1.2 * torch.randn(n, 2, generator=g) + 0.3).to(dtype)
         y = torch.randn(n, 2, generator=g).to(dtype)
         a = (torch.randint(0, 2, (n,), generator=g) * 2 - 1).to(dtype) / n
-        ref_gauss = _times(lambda: gauss.witness_grad(x, y, a), repeats)
+        ref_gauss = _times(functools.partial(gauss.witness_grad, x, y, a), repeats)
         for depth in depths:
             slow, fast = _ntk(depth, False), _ntk(depth, True)
             g_slow, g_fast = slow.witness_grad(x, y, a), fast.witness_grad(x, y, a)
             err = ((g_fast - g_slow).abs().max() / g_slow.abs().max()).item()
-            row = {"n": n, "m": n, "depth": depth, "autograd_ms": _times(lambda: slow.witness_grad(x, y, a), repeats),
-                   "fast_ms": _times(lambda: fast.witness_grad(x, y, a), repeats), "gaussian_ms": ref_gauss,
+            row = {"n": n, "m": n, "depth": depth,
+                   "autograd_ms": _times(functools.partial(slow.witness_grad, x, y, a), repeats),
+                   "fast_ms": _times(functools.partial(fast.witness_grad, x, y, a), repeats), "gaussian_ms": ref_gauss,
                    "max_rel_err": err}
             rows.append(row)
             print(f"N=M={n:5d} depth {depth}: autograd {row['autograd_ms'][0]:8.1f}  fast {row['fast_ms'][0]:7.1f}  "
@@ -75,7 +77,7 @@ def flow_times(dtype: torch.dtype, steps: int, repeats: int) -> dict:
     out = {}
     for name, fast in (("autograd", False), ("fast", True)):
         k = _ntk(3, fast)
-        run = lambda: particle_flow(k, real, x0, loss="ipm", n_steps=steps, step_size=2.0, disc_time=1.0)  # noqa: E731
+        run = functools.partial(particle_flow, k, real, x0, loss="ipm", n_steps=steps, step_size=2.0, disc_time=1.0)
         med, low = _times(run, repeats)
         out[name] = (med / steps, low / steps)
         print(f"particle_flow 500 x 500, depth 3: {name:8s} {med / steps:7.1f} ms / iteration (median), "

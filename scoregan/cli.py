@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from scoregan import api
+from scoregan._dist import world
 from scoregan.experiment.bench_toy import add_arguments, run_from_args
 from scoregan.experiment.config import load_config
 from scoregan.experiment.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
@@ -89,6 +90,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         a.set = [*a.set, "train.progress=false"]
     result = api.train(a.config, overrides=a.set, run_dir=a.run_dir, resume=a.resume,
                        resume_if_exists=a.resume_if_exists)
+    if world()[0] != 0:  # under torchrun rank 0 reports for the run
+        return 0
     print(f"\nrun directory: {result.run_dir}  (step {result.step}{', stopped early' if result.stopped_early else ''})")
     if not result.metrics:  # a resume of a finished or early-stopped run: no step taken
         how = ("early stopping stopped it there; train on with --set early_stopping.enabled=false"
@@ -121,7 +124,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         o = {k: LANGEVIN_DEFAULTS[k] if getattr(a, k) is None else getattr(a, k) for k in LANGEVIN_DEFAULTS}
         report = langevin_from_run(a.run_dir, n=a.n, seed=a.seed, out=a.out, checkpoint=a.checkpoint, progress=True,
                                    metrics={None: "cheap", True: "full", False: "none"}[a.eval], **o)
-        print(_metrics_table({k: v for k, v in report.items() if isinstance(v, (int, float, str))}))
+        if world()[0] == 0:
+            print(_metrics_table({k: v for k, v in report.items() if isinstance(v, (int, float, str))}))
         return 0
     x = api.sample(a.run_dir, n=a.n, out=a.out, seed=a.seed, checkpoint=a.checkpoint)
     print(f"wrote {x.shape[0]} samples of dimension {x.shape[1]} to {a.out} (array 'x') and {os.path.splitext(a.out)[0]}.png")
@@ -158,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "metrics against fresh target samples: W2 (exact OT), sliced W2, MMD² (with its bandwidth), "
                        "energy distance, and for mixture targets the modes covered and the high-quality fraction.")
     e.add_argument("run_dir", help="a run directory written by `scoregan train`")
-    e.add_argument("--n", type=int, default=None, help="samples to draw (default: the config's eval.n_samples)")
+    e.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
+                   help="samples to draw (default: the config's eval.n_samples)")
     e.add_argument("--seed", type=int, default=None, help="seed of the draws (default: the config's eval.seed)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.add_argument("--checkpoint", choices=("last", "best"), default="last",
@@ -169,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "run into FILE.npz (array 'x') and a figure FILE.png; with --langevin, refine them by "
                        "guided Langevin dynamics (FILE.npz then also holds 'x0', and FILE.json the report).")
     s.add_argument("run_dir")
-    s.add_argument("--n", type=int, required=True, help="number of samples")
+    s.add_argument("--n", "--num-samples", dest="n", type=int, required=True,
+                   help="number of samples (under torchrun write --num-samples: torchrun reads --n as its own)")
     s.add_argument("--out", required=True, help="output .npz file")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint", choices=("last", "best"), default="last",

@@ -43,7 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from scoregan._dist import gather, mean_over_ranks, world
 from scoregan._checks import check_choice, check_int, check_positive
+from scoregan.experiment.distributed import setup
 from scoregan.experiment.evaluation import compare_to_target, nonfinite_rows
 from scoregan.experiment.runs import Run, load_run
 from scoregan.objectives import Kernel
@@ -208,6 +210,7 @@ def langevin_from_run(
         check_positive("bandwidth", bandwidth)
     if out is not None and Path(out).suffix != ".npz":
         raise ValueError(f"out must be an .npz path, got {str(out)!r}")
+    setup(str(device))  # joins the process group under torchrun (particles are then sharded)
     run = load_run(run_dir, device=device, checkpoint=checkpoint)
     score_run = isinstance(run.rule, ScoreGAN)
     space = space or ("data" if score_run else "latent")
@@ -220,6 +223,11 @@ def langevin_from_run(
     dtype = getattr(torch, run.config.train.dtype)
     g = torch.Generator(device=run.device).manual_seed(seed)
     z0 = torch.randn(n, run.latent_dim, generator=g, device=run.device, dtype=dtype)
+    rank, size = world()
+    if size > 1:  # under torchrun each rank moves its block of the particles, with its own chain noise
+        if n % size:
+            raise ValueError(f"n={n} particles do not split evenly over {size} processes")
+        z0 = z0[rank * (n // size):(rank + 1) * (n // size)]
     with torch.no_grad():
         x0 = G(z0)
     kind = "data score" if score_run else ("kernel witness" if isinstance(guidance, KernelGuidance) else "discriminator")
@@ -229,7 +237,9 @@ def langevin_from_run(
     report.update(_guidance_notes(run, guidance, reference_size))
     common = {"guidance_scale": guidance_scale, "mala": mala, "generator": g, "return_info": True,
               "progress": progress}
-    x, info = _chain(run, guidance, space, z0, x0, steps, step_size, bandwidth, common, report)
+    if size > 1:  # the chain noise of each rank its own; the data-space bank still drawn from g (the same)
+        common["generator"] = torch.Generator(device=run.device).manual_seed(seed + 1_000_003 * (rank + 1))
+    x, info = _chain(run, guidance, space, z0, x0, steps, step_size, bandwidth, common, report, bank_rng=g)
     return _finish(report, run, guidance, x0, x, info, level, out)
 
 
@@ -248,9 +258,11 @@ def _guidance_notes(run: Run, guidance: Any, reference_size: int) -> dict[str, A
 
 
 def _chain(run: Run, guidance: Any, space: str, z0: torch.Tensor, x0: torch.Tensor, steps: int, step_size: float,
-           bandwidth: float | None, common: dict[str, Any], report: dict[str, Any]) -> tuple[torch.Tensor, Any]:
-    """Run the chain of the module docstring for ``space``; its settings go into ``report``. (x, info)."""
-    G, g = run.sampling_generator, common["generator"]
+           bandwidth: float | None, common: dict[str, Any], report: dict[str, Any], *,
+           bank_rng: torch.Generator) -> tuple[torch.Tensor, Any]:
+    """Run the chain of the module docstring for ``space`` (the data-space bank drawn from ``bank_rng``);
+    its settings go into ``report``. (x, info)."""
+    G = run.sampling_generator
     if space == "latent":
         if isinstance(guidance, KernelGuidance):
             z, info = langevin(z0, score=StandardNormal(), guidance=PullbackGuidance(G, guidance), sigmas=1.0,
@@ -266,7 +278,7 @@ def _chain(run: Run, guidance: Any, space: str, z0: torch.Tensor, x0: torch.Tens
         report["sigma"] = h
     else:
         with torch.no_grad():
-            bank = G(torch.randn(max(x0.shape[0], 2048), run.latent_dim, generator=g, device=run.device,
+            bank = G(torch.randn(max(report["n"], 2048), run.latent_dim, generator=bank_rng, device=run.device,
                                  dtype=x0.dtype))
         score, h = BankScore(bank), float(bandwidth) if bandwidth is not None else scott_bandwidth(bank)
     report["bandwidth"], report["eta"] = h, step_size * h * h
@@ -279,17 +291,20 @@ def _finish(report: dict[str, Any], run: Run, guidance: Any, x0: torch.Tensor, x
     """Complete the report (acceptance, ψ before and after, metrics) and write ``out`` unless non-finite."""
     if info.acceptance_rate is not None:
         report["acceptance_rate"] = info.acceptance_rate
-    if guidance is not None:
+    if guidance is not None:  # each rank's mean over its block, averaged over the (equal) blocks
         name = "witness" if report["guidance"] == "kernel witness" else "logit"
-        report[f"{name}_before"] = float(guidance.value(x0).mean())
-        report[f"{name}_after"] = float(guidance.value(x).mean())
-    x0c, xc = x0.detach().to("cpu", torch.float32), x.detach().to("cpu", torch.float32)
+        report.update(mean_over_ranks({f"{name}_before": float(guidance.value(x0).mean()),
+                                       f"{name}_after": float(guidance.value(x).mean())}, x.device))
+    x0, x = gather(x0.detach()), gather(x.detach())  # every rank's block, in rank order
+    if "latents" in report:
+        report["latents"] = gather(report["latents"].to(x.device)).cpu()
+    x0c, xc = x0.to("cpu", torch.float32), x.to("cpu", torch.float32)
     report["nonfinite_after"] = nonfinite_rows(xc)
     if level != "none" and report["nonfinite_after"] == 0:
         report.update(_scalars("before", _quality(x0c, run, report["seed"], level)))
         report.update(_scalars("after", _quality(xc, run, report["seed"], level)))
     report["samples"], report["initial"] = xc, x0c
-    if out is not None:
+    if out is not None and world()[0] == 0:  # written once
         if report["nonfinite_after"]:
             raise ValueError(f"{report['nonfinite_after']} of {report['n']} refined samples are NaN or infinite: "
                              f"nothing written to {str(out)!r} (the chain diverged: lower --step-size)")

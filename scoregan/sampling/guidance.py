@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from scoregan._autograd import input_gradient
+from scoregan._dist import gather
 from scoregan._checks import check_choice, check_matrix
 from scoregan.objectives.kernels import Witness, kernel_witness
 
@@ -196,7 +197,8 @@ class KernelGuidance(Guidance):
         self.check(particles, "particles")
         y, a = self._reference_like(particles)
         # one kernel for this step's field, resolved from [reference; particles]
-        witness = kernel_witness(self.kernel, y, particles.detach(), a, negative_centres=self.repulsion,
+        # every rank's particles repel (data parallel sampling): the ensemble is the whole sample
+        witness = kernel_witness(self.kernel, y, gather(particles.detach()), a, negative_centres=self.repulsion,
                                  names=("reference", "particles"))
         return _BoundWitness(self, witness)
 

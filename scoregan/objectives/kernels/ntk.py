@@ -28,7 +28,12 @@ from torch import Tensor
 
 from scoregan._checks import check_choice
 from scoregan.objectives.kernels.base import Kernel
-from scoregan.objectives.kernels.ntk_duals import QUADRATURE_NODES, NTKArch, arch_dual, ntk_arch
+from scoregan.objectives.kernels.ntk_duals import (
+    QUADRATURE_NODES,
+    NTKArch,
+    arch_dual,
+    ntk_arch,
+)
 from scoregan.objectives.kernels.ntk_fast import (
     FAST_ENTRIES_PER_PAIR,
     dual_values,
@@ -113,7 +118,8 @@ class NTKKernel(Kernel):
 
         ∇ₓk(x_i, y_j) = (2σ_w²/d) ∂k/∂a · x_i + (σ_w²/d) ∂k/∂c · y_j,
 
-    with the two scalars per pair from one backward pass through the elementwise recursion.
+    with the two scalars per pair from the analytic forward recursion of ``kernels.ntk_fast``
+    (closed forms) or one backward pass through the elementwise recursion (the rest).
     ``witness_grad`` sums them against the weights tile by tile, never forming the N × M × d
     tensor: ∇D(x_i) = (2σ_w²/d) x_i Σ_j a_j ∂k_ij/∂a + (σ_w²/d) Σ_j a_j ∂k_ij/∂c y_j. Finite at
     x = y (``kernels.ntk_duals``). Not translation invariant; positive semi-definite; no fused Triton spec.
@@ -163,7 +169,8 @@ class NTKKernel(Kernel):
     def _pair_coefficients(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """(α, β), each (N, M), with ∇ₓk(x_i, y_j) = α_ij x_i + β_ij y_j.
 
-        α = (2σ_w²/d) ∂k/∂a, β = (σ_w²/d) ∂k/∂c. Without a graph to keep, the chain rule is
+        α = (2σ_w²/d) ∂k/∂a, β = (σ_w²/d) ∂k/∂c. Closed forms without a graph to keep: the
+        forward recursion of ``kernels.ntk_fast``. Otherwise, without a graph, the chain rule is
         split: the variance chain a_l(a) of x is differentiated once per point (N,), the pair
         recursion once per pair, in chunks of pairs (bounded memory even for quadrature). When
         x or y requires grad, one differentiable backward pass keeps the result differentiable.

@@ -13,8 +13,10 @@ derivatives with respect to (a₁, c₁) (forward mode), from the analytic parti
 
 The variance chain a_l(a₁) of x is differentiated per point (slopes s_l = da_l/da₁). The pair
 quantities ρ, θ, sin θ are computed with the very operations of ``ntk_duals`` (so the kink
-snapping, and the subgradient at x = y, are the same). Shapes: a-like (N, 1), b-like (1, M),
-pair tensors (N, M); everything follows the inputs' dtype and device.
+snapping, and the subgradient at x = y, are the same); J − ρJ' = sin θ/(2π) in ∂E[φφ]/∂a.
+``dual_values``: the duals alone, with the operations of ``ntk_duals`` but no autograd Functions
+(the kernel's values off the graph). Shapes: a-like (N, 1), b-like (1, M), pair tensors (N, M);
+everything follows the inputs' dtype and device. Tiles: ``FAST_ENTRIES_PER_PAIR`` (cache-sized).
 """
 
 from __future__ import annotations
