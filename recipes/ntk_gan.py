@@ -429,6 +429,182 @@ def plot_convergence(rows: list[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+# ------------------------------------------------------- setting "gantk2": GAN(TK)²'s own experiment
+
+# GAN(TK)² (the reference toolkit of the NTK-GAN paper, JAX float32 + Neural Tangents), run unmodified on
+# a 2-core CPU: 500 particles from N(0, I) to 500 points of the 8-Gaussian mixture (radius 5, std 0.5),
+# IPM loss, T = 1, Euler step η·T/N = 2, 5,000 iterations. (wall s, final Sinkhorn ε = 1e-6, final W2²).
+GANTK2_KERNELS = ("relu+bias", "relu", "gaussian")
+GANTK2_REFERENCE = {"relu+bias": (222.0, 1.3e-7, 3.1e-7), "relu": (235.0, 0.103, 0.333),
+                    "gaussian": (80.0, 0.031, 0.065)}
+GANTK2_CHECKPOINTS = (500, 1000, 2000, 2500)
+GANTK2_LABELS = {"relu+bias": "ReLU NTK with biases", "relu": "ReLU NTK without biases",
+                 "gaussian": "Gaussian exp(−‖x−y‖²/4)"}
+
+
+def gantk2_problem(n: int = 500, seed: int = 1) -> tuple[Tensor, Tensor]:
+    """(target (n, 2), particles (n, 2)), float32, GAN(TK)²'s draw order with torch's global RNG:
+    ``torch.manual_seed(seed)``; mode index uniform on 8, target = mean + 0.5·normal (radius 5); then the
+    particles from N(0, I). (``eight_gaussians().sample`` draws its modes with ``torch.multinomial`` from
+    a generator, a different stream: not used here.)"""
+    torch.manual_seed(seed)
+    angles = torch.arange(8, dtype=F64) * (2 * math.pi / 8)
+    means = (5.0 * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)).float()
+    modes = torch.randint(0, 8, (n,))
+    target = means[modes] + 0.5 * torch.randn(n, 2)
+    return target, torch.randn(n, 2)
+
+
+def _gantk2_kernel(name: str) -> Kernel:
+    if name == "relu+bias":
+        return make_kernel("ntk", depth=3, activation="relu", weight_std=1.0, bias_std=1.0)
+    if name == "relu":
+        return make_kernel("ntk", depth=3, activation="relu", weight_std=1.0, bias_std=0.0)
+    if name == "gaussian":
+        return make_kernel("gaussian", bandwidth=math.sqrt(2.0))  # exp(−‖x−y‖²/(2·2))
+    raise ValueError(f"unknown gantk2 kernel {name!r}; choose from {GANTK2_KERNELS}")
+
+
+def gantk2_run(kernel_name: str, iterations: int, dtype: str, snap_ulps: float | None = None,
+               record_every: int = 50, start_state: list | None = None) -> dict[str, Any]:
+    """One flow of the "gantk2" setting with ``particle_flow`` (step 2, T = 1, IPM, f_0 = 0 every round).
+
+    snap_ulps (EXPERIMENTAL, not the library's behaviour): overrides
+    ``scoregan.objectives.kernels.ntk_duals._SNAP_ULPS`` (16: |ρ| ≥ 1 − 16 ulp counts as |ρ| = 1) in this
+    worker process only, to test whether the snap freezes particles short of their targets.
+    start_state: particles (500, 2) to start from instead of the N(0, I) draw (a saved frame, for short
+    experiments late in the flow); the iteration count then restarts at 0.
+    """
+    import scoregan.objectives.kernels.ntk_duals as ntk_duals
+    from scoregan.diagnostics.ntk_flows import generator_velocity, train_discriminator
+
+    torch.set_num_threads(1)
+    if snap_ulps is not None:
+        ntk_duals._SNAP_ULPS = float(snap_ulps)
+    dt = {"float32": torch.float32, "float64": F64}[dtype]
+    target, start = (t.to(dt) for t in gantk2_problem())
+    if start_state is not None:
+        start = torch.as_tensor(start_state, dtype=F64).to(dt)
+    kern = _gantk2_kernel(kernel_name)
+    t0 = time.perf_counter()
+    res = particle_flow(kern, target, start, loss="ipm", n_steps=iterations, step_size=2.0, disc_time=1.0,
+                        record_every=record_every)
+    wall = time.perf_counter() - t0
+    w2 = _w2()[0]
+    curve = {int(s): w2(frame.double(), target.double()) ** 2 for s, frame in zip(res.steps, res.trajectory)}
+    final = res.final
+    disc = train_discriminator(kern, target, final, 1.0, loss="ipm")
+    step = 2.0 * generator_velocity(disc, final, loss="ipm").double().norm(dim=1)
+    from scipy.optimize import linear_sum_assignment
+
+    cost = (torch.cdist(final.double(), target.double()) ** 2).numpy()
+    rows, cols = linear_sum_assignment(cost)
+    dist = torch.from_numpy(cost[rows, cols]).sqrt()
+    return {
+        "kernel": kernel_name, "dtype": dtype, "snap_ulps": snap_ulps, "iterations": iterations,
+        "seconds": wall, "ms_per_iteration": 1e3 * wall / max(iterations, 1), "w2sq": curve[iterations],
+        "curve": curve, "final_matched_distance": {
+            "median": float(dist.median()), "max": float(dist.max()),
+            "fraction_below_1e-3": float((dist < 1e-3).double().mean())},
+        "final_step_norm": {"median": float(step.median()), "max": float(step.max())},
+        "final": final.double().tolist(),
+        "frames": {int(st): fr.double().tolist() for st, fr in zip(res.steps, res.trajectory)
+                   if int(st) % 500 == 0},
+    }
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2e}"
+
+
+def gantk2_table(rows: list[dict], checkpoints: tuple[int, ...]) -> str:
+    head = ["run", "dtype", "snap ulps", "iterations", "wall (s)", "ms / iteration"]
+    head += [f"W2² @{c}" for c in checkpoints] + ["final W2²", "median / max matched distance",
+                                                  "GAN(TK)² wall (s)", "GAN(TK)² final Sinkhorn", "GAN(TK)² final W2²"]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + " |"]
+    for r in rows:
+        ref = GANTK2_REFERENCE[r["kernel"]]
+        traj = [_fmt(r["curve"].get(c)) for c in checkpoints]
+        fd = r["final_matched_distance"]
+        snap = "16 (library)" if r["snap_ulps"] is None else f"{r['snap_ulps']:g} (experimental)"
+        if r["kernel"] == "gaussian":
+            snap = "n/a"
+        lines.append("| " + " | ".join([GANTK2_LABELS[r["kernel"]], r["dtype"], snap, str(r["iterations"]),
+                                        f"{r['seconds']:.0f}", f"{r['ms_per_iteration']:.1f}", *traj,
+                                        _fmt(r["w2sq"]), f"{fd['median']:.1e} / {fd['max']:.1e}",
+                                        f"{ref[0]:.0f}", f"{ref[1]:.2g}", f"{ref[2]:.2g}"]) + " |")
+    return "\n".join(lines)
+
+
+def gantk2_main(args: argparse.Namespace) -> dict[str, Any]:
+    import platform
+
+    try:
+        import geomloss  # noqa: F401
+        sinkhorn = "geomloss"
+    except ImportError:
+        try:
+            import ot  # noqa: F401
+            sinkhorn = "POT"
+        except ImportError:
+            sinkhorn = None
+    kernels = [k for k in args.gantk2_kernels.split(",") if k]
+    dtypes = [d for d in args.dtype.split(",") if d]
+    snaps: list[float | None] = [None] if args.experimental_snap_ulps is None else [
+        None if s == "lib" else float(s) for s in args.experimental_snap_ulps.split(",")]
+    start_state = None
+    if args.resume_from:
+        saved = torch.load(args.resume_from)
+        start_state = saved[args.resume_from_key][args.resume_from_step]
+    jobs = [(k, d, s) for k in kernels for d in dtypes for s in (snaps if k != "gaussian" else [None])]
+    checkpoints = tuple(c for c in GANTK2_CHECKPOINTS if c < args.iterations)
+    record_every = math.gcd(*checkpoints, args.iterations) if checkpoints else args.iterations
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = [pool.submit(gantk2_run, k, args.iterations, d, s, record_every, start_state) for k, d, s in jobs]
+        rows = [f.result() for f in futures]
+    elapsed = time.time() - t0
+    table = gantk2_table(rows, checkpoints)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    text = "\n".join([
+        "# GAN(TK)²'s NTK particle flow, reproduced with scoregan", "",
+        *([f"(Experiment: started from the particles of `{args.resume_from}` [{args.resume_from_key}] at "
+           f"iteration {args.resume_from_step}; iteration counts below restart at 0.)", ""] if args.resume_from else []),
+        ("500 particles from N(0, I) to 500 points of the 8-Gaussian mixture (radius 5, std 0.5), "
+         "`torch.manual_seed(1)`, targets drawn first (mode uniform, mean + 0.5·normal), then the particles; "
+         "`scoregan.diagnostics.ntk_flows.particle_flow(kernel, target, x0, loss='ipm', step_size=2.0, "
+         "disc_time=1.0)` (the witness between the targets and the current particles, f₀ = 0 and T = 1 every "
+         "iteration); NTK: 3 hidden ReLU layers, NTK parametrisation, W_std = 1, b_std = 1 or 0. "
+         f"W2² by {_w2()[1]} (exact assignment), squared; GAN(TK)²'s columns are its own run (JAX float32, "
+         "different random draws)."), "",
+        table, "",
+        ("Sinkhorn divergence: " + (f"{sinkhorn} is importable but not wired here; " if sinkhorn else
+                                    "neither geomloss nor POT (`ot`) is importable here: column skipped; ")
+         + "compare the W2² columns."),
+        "",
+        (f"Machine: {platform.node()} ({platform.processor() or platform.machine()}), {os.cpu_count()} cores, "
+         f"torch {torch.__version__}, {args.workers} worker process(es) of 1 thread each, shared with other "
+         f"jobs (load average at the end {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}): the wall times are upper "
+         "bounds, not a clean benchmark." if load else f"Machine: {platform.node()}"),
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; total wall {elapsed:.0f} s.",
+    ])
+    print(text)
+    for r in rows:
+        print(f"{r['kernel']} {r['dtype']} snap={r['snap_ulps']}: final step median {r['final_step_norm']['median']:.2e}"
+              f" max {r['final_step_norm']['max']:.2e}; matched distance {r['final_matched_distance']}")
+    if args.gantk2_out:
+        path = Path(args.gantk2_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    data = Path(args.out)  # raw results (json, saved frames) under --out, not in docs/
+    data.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.gantk2_out).stem if args.gantk2_out else "gantk2"
+    slim = [{k: v for k, v in r.items() if k not in ("final", "frames")} for r in rows]
+    (data / f"{stem}.json").write_text(json.dumps({"args": vars(args), "rows": slim}, indent=1))
+    torch.save({f"{r['kernel']}|{r['dtype']}|{r['snap_ulps']}": r["frames"] for r in rows}, data / f"{stem}.frames.pt")
+    return {"rows": rows, "table": text}
+
+
 # --------------------------------------------------------------------------------------- main
 
 
@@ -450,6 +626,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--particles", type=int, default=64, help="study 2 particles (= target points)")
     p.add_argument("--delta", type=float, default=0.15, help="study 2 initial median displacement per round")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel runs (1 thread each)")
+    p.add_argument("--setting", choices=("default", "gantk2"), default="default",
+                   help="default: the two studies above; gantk2: GAN(TK)²'s own 500-particle NTK flow")
+    p.add_argument("--iterations", type=int, default=5000, help="gantk2: flow iterations")
+    p.add_argument("--dtype", default="float32", help="gantk2: float32 (GAN(TK)²'s JAX default), float64, or both")
+    p.add_argument("--gantk2-kernels", default=",".join(GANTK2_KERNELS), help="gantk2: runs (relu+bias,relu,gaussian)")
+    p.add_argument("--gantk2-out", default="docs/results/ntk_gan/gantk2.md", help="gantk2: Markdown table ('' = none)")
+    p.add_argument("--experimental-snap-ulps", default=None,
+                   help="gantk2, EXPERIMENTAL monkeypatch: comma list of ntk_duals._SNAP_ULPS values ('lib' = 16)")
+    p.add_argument("--resume-from", default="", help="gantk2 experiments: a <--out>/<stem>.frames.pt of an earlier run")
+    p.add_argument("--resume-from-key", default="relu+bias|float32|None", help="gantk2: 'kernel|dtype|snap' in it")
+    p.add_argument("--resume-from-step", type=int, default=2000, help="gantk2: the saved iteration to start from")
     args = p.parse_args(argv)
     if args.quick:
         args.widths, args.width_steps, args.flow_steps, args.particles = "64,256,1024", 30, 60, 48
@@ -460,6 +647,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.setting == "gantk2":
+        return gantk2_main(args)
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     seeds = _seeds(args.seeds)
