@@ -283,9 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["trainer", *head, *([f"speed-up ({nprocs[-1]}/{nprocs[0]})"] if speed else []), *(m for m, _ in GPU_MODES)]
     lines = [f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, Python {info['python']}"
              + (f", GPU {info['gpu']}" if "gpu" in info else ", no GPU") + ".",
-             f"32×32×3 synthetic images (3,072-dim vectors), global batch {args.batch_size}, {args.steps} steps "
+             (f"32×32×3 synthetic images (3,072-dim vectors), global batch {args.batch_size}, {args.steps} steps "
              f"(timed: steps {args.log_every + 1}–{args.steps}), MLP hidden {args.hidden}, latent {args.latent_dim}, "
-             f"{args.threads} thread(s) per process, median of {args.repeats} runs.", "",
+             f"{args.threads} thread(s) per process, median of {args.repeats} runs."), "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for trainer, row in results.items():
         cells = [trainer, *(fmt(row[f"{n}p"]) for n in nprocs)]

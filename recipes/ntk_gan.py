@@ -438,6 +438,7 @@ GANTK2_KERNELS = ("relu+bias", "relu", "gaussian")
 GANTK2_REFERENCE = {"relu+bias": (222.0, 1.3e-7, 3.1e-7), "relu": (235.0, 0.103, 0.333),
                     "gaussian": (80.0, 0.031, 0.065)}
 GANTK2_CHECKPOINTS = (500, 1000, 2000, 2500)
+GANTK2_NOTES_MARKER = "## Findings"
 GANTK2_LABELS = {"relu+bias": "ReLU NTK with biases", "relu": "ReLU NTK without biases",
                  "gaussian": "Gaussian exp(−‖x−y‖²/4)"}
 
@@ -595,7 +596,10 @@ def gantk2_main(args: argparse.Namespace) -> dict[str, Any]:
     if args.gantk2_out:
         path = Path(args.gantk2_out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
+        notes = ""  # a hand-written section from GANTK2_NOTES_MARKER on survives a rerun
+        if path.exists() and GANTK2_NOTES_MARKER in path.read_text():
+            notes = path.read_text()[path.read_text().index(GANTK2_NOTES_MARKER):]
+        path.write_text(text + "\n" + ("\n" + notes if notes else ""))
     data = Path(args.out)  # raw results (json, saved frames) under --out, not in docs/
     data.mkdir(parents=True, exist_ok=True)
     stem = Path(args.gantk2_out).stem if args.gantk2_out else "gantk2"
