@@ -67,15 +67,6 @@ def mean_over_ranks(values: dict[str, float], device: torch.device | str = "cpu"
     return dict(zip(values, t.tolist()))
 
 
-def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
-    """Whether ``flag`` is true on at least one rank (every rank gets the same answer)."""
-    if not is_distributed():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def broadcast_object(obj: object) -> object:
     """Rank 0's ``obj`` on every rank."""
     if not is_distributed():

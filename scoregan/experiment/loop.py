@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from scoregan._dist import any_rank, broadcast_module_, broadcast_object, mean_over_ranks
+from scoregan._dist import broadcast_module_, broadcast_object, mean_over_ranks
 from scoregan.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from scoregan.data import make_dataset
 from scoregan.experiment.callbacks import Callback
@@ -34,6 +34,7 @@ from scoregan.schema import ExperimentConfig, to_dict
 from scoregan.trainers import StepContext, UpdateRule
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
+PREEMPT_KEY = "_preempt"  # rides along with the losses in the per-step all-reduce
 
 
 @dataclass
@@ -227,7 +228,11 @@ class Trainer:
                               self.noise_rng, self.device, self.dtype, self.ranks.rank, self.ranks.world_size)
             self.guard.before_step()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-                logs = mean_over_ranks(self.rule.step(ctx), self.device)  # the losses of the whole batch
+                logs = self.rule.step(ctx)
+            if self.ranks.world_size > 1:  # one all-reduce: the whole batch's losses, and any rank's signal
+                logs = mean_over_ranks({**logs, PREEMPT_KEY: float(watch.received is not None)}, self.device)
+                if logs.pop(PREEMPT_KEY) > 0:
+                    watch.received = watch.received or "SIGTERM"  # every rank stops at the same step
             skipped = self.guard.after_step(self.step, logs)
             if skipped is not None:
                 self.tracker.log(self.step, {"skipped": skipped, "skipped_total": self.guard.skipped}, kind="nonfinite")
@@ -244,8 +249,6 @@ class Trainer:
                 metrics = self.evaluate(tag=f"final_step{self.step:07d}" if last else None)
             if self.step % t.checkpoint_every == 0 or last:
                 self.save_checkpoint()
-            if self.ranks.world_size > 1 and any_rank(watch.received is not None, self.device):
-                watch.received = watch.received or "SIGTERM"  # every rank stops at the same step
             if watch.received and not last:
                 if self.checkpoint_step != self.step:
                     self.save_checkpoint()
