@@ -65,7 +65,8 @@ def drill(kills: int, seed: int, steps: int, out: Path, max_delay: float) -> dic
              "--set", f"train.steps={steps}", "--set", "train.checkpoint_every=50", "--set", "train.log_every=10",
              "--set", "train.eval_every=500", "--set", "tracking.mode=offline", "--set", "eval.figures=false",
              "--resume-if-exists"]
-    env = {**os.environ, "WANDB_SILENT": "true", "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")}, "WANDB_SILENT": "true",
+           "WANDB_BASE_URL": "http://127.0.0.1:9"}  # a job of its own, not attached to this process's wandb service
     env.pop("WANDB_MODE", None)
     table = []
     for i in range(kills + 1):

@@ -34,7 +34,8 @@ def test_sigkill_anywhere_then_the_same_command_loses_nothing(tmp_path):
              "--set", "train.log_every=10", "--set", "train.eval_every=1000", "--set", "tracking.mode=offline",
              "--set", "eval.figures=false", "--set", "model.generator.hidden=[32]",
              "--set", "model.discriminator.hidden=[32]", "--set", "train.batch_size=32", "--resume-if-exists"]
-    env = {**os.environ, "WANDB_SILENT": "true", "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")}, "WANDB_SILENT": "true",
+           "WANDB_BASE_URL": "http://127.0.0.1:9"}  # a job of its own, not attached to this process's wandb service
     env.pop("WANDB_MODE", None)
 
     def start(cmd):

@@ -69,7 +69,9 @@ def test_a_resumed_run_replays_metrics_jsonl_into_the_same_wandb_run(tmp_path, m
               f"t = Tracker(load_config(None, ['tracking.mode=offline']), {str(tmp_path)!r})\n"
               f"for s in range(1, 6): t.log(s, {{'loss': float(s)}})\n"
               f"os._exit(0)  # like SIGKILL: wandb never finishes, what it buffered is lost")
-    subprocess.run([sys.executable, "-c", killed], check=True, env={**os.environ, "WANDB_SILENT": "true"})
+    # a job of its own: not attached to this test process's wandb service (as a killed cluster job is not)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")}
+    subprocess.run([sys.executable, "-c", killed], check=True, env={**env, "WANDB_SILENT": "true"})
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4, 5]
     run_id = (tmp_path / "wandb_id.txt").read_text()
     second = Tracker(cfg, tmp_path, resume_step=3)  # the checkpoint held step 3
