@@ -40,6 +40,15 @@ Outputs under ``--out``: ``results.json``, ``table.md``, ``figures/width.png`` (
 
     PYTHONPATH=. python recipes/ntk_gan.py --out results/ntk_gan          # full: ~10 min on 2 cores
     PYTHONPATH=. python recipes/ntk_gan.py --out /tmp/ntk_gan --quick     # ~1 minute smoke run
+
+``--setting gantk2`` instead reproduces GAN(TK)²'s own NTK particle flow (500 particles, 8 Gaussians,
+IPM, T = 1, step 2, ``--iterations`` 5,000; ReLU NTK with / without biases, Gaussian kernel), next to the
+numbers of GAN(TK)²'s own run, and writes the table to ``--gantk2-out`` (docs/results/ntk_gan/gantk2.md;
+a "## Findings" section already in that file is kept). ``--dtype float32,float64`` and
+``--experimental-snap-ulps`` (a monkeypatch of the library's ρ-snap band, experiments only) test why the
+ReLU-with-biases flow does or does not land on its targets; ``--resume-from`` restarts from saved frames.
+
+    PYTHONPATH=. python recipes/ntk_gan.py --setting gantk2 --out /tmp/gantk2   # ~10-15 min on 2 cores
 """
 
 from __future__ import annotations
@@ -476,12 +485,22 @@ def gantk2_run(kernel_name: str, iterations: int, dtype: str, snap_ulps: float |
     start_state: particles (500, 2) to start from instead of the N(0, I) draw (a saved frame, for short
     experiments late in the flow); the iteration count then restarts at 0.
     """
-    import scoregan.objectives.kernels.ntk_duals as ntk_duals
-    from scoregan.diagnostics.ntk_flows import generator_velocity, train_discriminator
+    from scoregan.objectives.kernels import ntk_duals
 
     torch.set_num_threads(1)
-    if snap_ulps is not None:
-        ntk_duals._SNAP_ULPS = float(snap_ulps)
+    library_snap = ntk_duals._SNAP_ULPS
+    try:
+        if snap_ulps is not None:
+            ntk_duals._SNAP_ULPS = float(snap_ulps)
+        return _gantk2_flow(kernel_name, iterations, dtype, snap_ulps, record_every, start_state)
+    finally:  # a worker process runs several jobs: never leak the patch into the next one
+        ntk_duals._SNAP_ULPS = library_snap
+
+
+def _gantk2_flow(kernel_name: str, iterations: int, dtype: str, snap_ulps: float | None, record_every: int,
+                 start_state: list | None) -> dict[str, Any]:
+    from scoregan.diagnostics.ntk_flows import generator_velocity, train_discriminator
+
     dt = {"float32": torch.float32, "float64": F64}[dtype]
     target, start = (t.to(dt) for t in gantk2_problem())
     if start_state is not None:
@@ -569,8 +588,9 @@ def gantk2_main(args: argparse.Namespace) -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     text = "\n".join([
         "# GAN(TK)²'s NTK particle flow, reproduced with scoregan", "",
-        *([f"(Experiment: started from the particles of `{args.resume_from}` [{args.resume_from_key}] at "
-           f"iteration {args.resume_from_step}; iteration counts below restart at 0.)", ""] if args.resume_from else []),
+        *([(f"(Experiment: started from the particles of `{args.resume_from}` [{args.resume_from_key}] at "
+            f"iteration {args.resume_from_step}; iteration counts below restart at 0.)"), ""]
+          if args.resume_from else []),
         ("500 particles from N(0, I) to 500 points of the 8-Gaussian mixture (radius 5, std 0.5), "
          "`torch.manual_seed(1)`, targets drawn first (mode uniform, mean + 0.5·normal), then the particles; "
          "`scoregan.diagnostics.ntk_flows.particle_flow(kernel, target, x0, loss='ipm', step_size=2.0, "
