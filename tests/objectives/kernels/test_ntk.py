@@ -435,3 +435,19 @@ def test_fast_values_and_witness_equal_the_autograd_path(act, monkeypatch):
     torch.testing.assert_close(dw, slow(x, y).sum(0), rtol=1e-12, atol=1e-14)
     (dg,) = torch.autograd.grad(fast.witness_grad(x, y, ar).sum(), ar)
     torch.testing.assert_close(dg, slow.grad_x(x, y).sum(dim=(0, 2)), rtol=1e-9, atol=1e-11)
+
+
+def test_float32_keeps_the_pull_of_the_relu_ntk_near_a_target():
+    """Near a centre the ReLU NTK's cusp pulls a particle in with a finite force; float32 ρ rounding used
+    to snap it away within ~1e-2 (the pull fell from 0.30 to 0.0025 at δ = 1e-2 and particle flows froze)."""
+    k = NTKKernel(depth=3, activation="relu", bias_std=1.0)
+    y = torch.tensor([[4.6, 1.9]], dtype=torch.float64)
+    u = y / y.norm()
+    for delta in (3e-2, 1e-2, 1e-3):
+        x = y + delta * u
+        exact = k.witness_grad(x, y, torch.ones(1, dtype=torch.float64))
+        single = k.witness_grad(x.float(), y.float(), torch.ones(1))
+        assert float(exact.norm()) > 0.2  # the float64 pull stays finite
+        assert torch.allclose(single.double(), exact, rtol=1e-3, atol=1e-4), (delta, single, exact)
+        assert torch.allclose(k.witness(x.float(), y.float(), torch.ones(1)).double(),
+                              k.witness(x, y, torch.ones(1, dtype=torch.float64)), rtol=1e-5)
