@@ -160,6 +160,7 @@ class Trainer:
         return metrics
 
     def _measure(self, figure: bool, tag: str | None) -> dict[str, Any]:
+        """Rank 0's part of :meth:`evaluate`: sample, compare, log, draw the figure over the velocity field."""
         self.rule.train(False)
         e = self.cfg.eval
         metrics, samples, reference = evaluate_generator(self.rule.sample, self.data, n=e.n_samples, seed=e.seed,

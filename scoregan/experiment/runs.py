@@ -108,8 +108,8 @@ def check_trainer_matches(cfg: ExperimentConfig, ckpt: dict[str, Any], run_dir: 
 
 def check_config_matches(cfg: ExperimentConfig, ckpt: dict[str, Any], run_dir: Path) -> None:
     """CheckpointError when config.yaml and the checkpoint disagree on the data, the model or the trainer's
-    settings (a truncated or edited config.yaml would otherwise be read with defaults or the wrong link)."""
-    check_trainer_matches(cfg, ckpt, run_dir)
+    settings (a truncated or edited config.yaml would otherwise be read with defaults or the wrong link);
+    :func:`check_trainer_matches` first."""
     saved, now = ckpt.get("config") or {}, to_dict(cfg)
     diffs = [d for s in _NETWORK_SECTIONS if s in saved for d in differences(now[s], saved[s], s)]
     if diffs:

@@ -127,14 +127,13 @@ class NTKKernel(Kernel):
     Closed-form activations (relu, leaky_relu, erf) take ``kernels.ntk_fast`` (∂k/∂a, ∂k/∂c by a
     forward recursion, no autograd graph) unless x or y requires grad or ``fast_path`` is False
     (an instance switch, for checks and benchmarks); the rest take autograd through the recursion.
+    The fast ``witness`` and ``witness_grad`` compute float32 inputs in float64: in float32, ρ = c/√(ab)
+    of a pair within ~1e-2 of a centre rounds into the snap tolerance of 1, which zeroes the arccos term,
+    and a particle flow stops ~1e-2 short of its target (docs/results/ntk_gan/gantk2.md).
     """
 
     name = "ntk"
     fast_path: bool = True
-    #: why ``witness`` and ``witness_grad`` of the fast path compute float32 inputs in float64
-    _FLOAT64_NOTE = ("ρ = c/√(ab) of a float32 pair within ~1e-2 of a centre rounds to within the snap "
-                     "tolerance of 1, which zeroes the arccos term: a particle flow stops ~1e-2 short of its "
-                     "target (docs/results/ntk_gan/gantk2.md); float64 keeps the full pull")
 
     def __init__(
         self,
@@ -253,7 +252,7 @@ class NTKKernel(Kernel):
         if not (isinstance(x, Tensor) and isinstance(centres, Tensor) and self._use_fast(x, centres, weights)):
             return super().witness(x, centres, weights, chunk_size=chunk_size)
         x, centres, weights = self._check_witness_args(x, centres, weights, chunk_size)
-        if x.dtype != torch.float64:  # as witness_grad (_FLOAT64_NOTE)
+        if x.dtype != torch.float64:  # float32 ρ loses the ReLU cusp (class docstring)
             return self.witness(x.double(), centres.double(), weights.double(), chunk_size=chunk_size).to(x.dtype)
         arch, (n, d), m = self.arch, x.shape, centres.shape[0]
         if n == 0 or m == 0:
@@ -292,7 +291,7 @@ class NTKKernel(Kernel):
         if n == 0 or m == 0:
             return x.new_zeros(n, d)
         if self._use_fast(x, centres, weights):
-            if x.dtype != torch.float64:  # float32 ρ loses the ReLU cusp: see _FLOAT64_NOTE
+            if x.dtype != torch.float64:  # float32 ρ loses the ReLU cusp (class docstring)
                 return self._fast_witness_grad(x.double(), centres.double(), weights.double(),
                                                chunk_size).to(x.dtype)
             return self._fast_witness_grad(x, centres, weights, chunk_size)
