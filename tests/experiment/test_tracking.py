@@ -6,11 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import time
+import warnings
+from pathlib import Path
 
 import pytest
 
 from scoregan.config import load_config
 from scoregan.experiment.tracking import Tracker, read_metrics, truncate_metrics
+from tests.helpers import wandb_history
 
 
 def test_jsonl_rows_and_truncation(tmp_path):
@@ -51,11 +55,20 @@ def test_wandb_mode_disabled_in_the_environment_wins(tmp_path, monkeypatch):
     assert t.wandb is None and not (tmp_path / "wandb").exists()
 
 
-def _newest_offline_history(run_dir):
-    from tests.helpers import wandb_history
+def _history(path: Path, key: str, want: list, timeout: float = 60.0) -> list:
+    """The (step, value) rows of ``key`` in the offline run file ``path``, read until they equal ``want``
+    or ``timeout`` passes: wandb's service may still be writing the file when ``finish()`` returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [(r["step"], r[key]) for r in wandb_history(path) if key in r]
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
 
+
+def _newest_offline_run(run_dir: Path) -> Path:
     newest = sorted((run_dir / "wandb").glob("offline-run-*"))[-1]
-    return wandb_history(next(newest.glob("*.wandb")))
+    return next(newest.glob("*.wandb"))
 
 
 def test_a_resumed_run_replays_metrics_jsonl_into_the_same_wandb_run(tmp_path, monkeypatch):
@@ -74,12 +87,18 @@ def test_a_resumed_run_replays_metrics_jsonl_into_the_same_wandb_run(tmp_path, m
     subprocess.run([sys.executable, "-c", killed], check=True, env={**env, "WANDB_SILENT": "true"})
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4, 5]
     run_id = (tmp_path / "wandb_id.txt").read_text()
-    second = Tracker(cfg, tmp_path, resume_step=3)  # the checkpoint held step 3
-    second.log(4, {"loss": 40.0})
-    second.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        second = Tracker(cfg, tmp_path, resume_step=3)  # the checkpoint held step 3
+        assert second.wandb is not None, [str(w.message) for w in caught]
+        sync_file = Path(second.wandb.settings.sync_file)  # this process's own segment
+        second.log(4, {"loss": 40.0})
+        second.close()
+    assert not [w for w in caught if "wandb" in str(w.message)], [str(w.message) for w in caught]
     assert (tmp_path / "wandb_id.txt").read_text() == run_id and second.wandb is None
-    history = [(r["step"], r["train/loss"]) for r in _newest_offline_history(tmp_path) if "train/loss" in r]
-    assert history == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+    assert sync_file.parent == sorted((tmp_path / "wandb").glob("offline-run-*"))[-1]
+    want = [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+    assert _history(sync_file, "train/loss", want) == want
 
 
 def test_online_without_a_server_falls_back_to_offline(tmp_path, monkeypatch):
@@ -95,4 +114,4 @@ def test_online_without_a_server_falls_back_to_offline(tmp_path, monkeypatch):
     assert t.wandb is not None and t.wandb.settings.mode == "offline"
     t.log(1, {"loss": 1.0})
     t.close()
-    assert [r["train/loss"] for r in _newest_offline_history(tmp_path) if "train/loss" in r] == [1.0]
+    assert _history(_newest_offline_run(tmp_path), "train/loss", [(1, 1.0)]) == [(1, 1.0)]
