@@ -25,6 +25,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from scoregan._checks import closest
+from scoregan._spec import MAX_BATCH, MAX_DEPTH, MAX_INT, MAX_WIDTH, SEED_MAX, ConfigError, spec
+from scoregan.schema_models import ConvConfig, ModelConfig, NetConfig, UNetConfig
 
 
 __all__ = [
@@ -58,35 +60,6 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A config problem, reported before any work starts."""
-
-
-#: Upper bounds of the fields that size work or memory (a typo of a few zeros is refused, not allocated):
-#: seeds fit a signed 64-bit integer (torch's generators; numpy gets ``seed % 2**32``); any integer field
-#: at all must fit one too.
-SEED_MAX = 2**63 - 1
-MAX_WIDTH = 8192  # a hidden layer (a 8192² linear layer is 67M parameters)
-MAX_DEPTH = 64  # hidden layers of one network
-MAX_BATCH = 2**20  # points per batch / evaluation draw
-MAX_INT = 2**63 - 1
-
-
-def spec(default: Any = dataclasses.MISSING, *, help: str = "", min: float | None = None,
-         max: float | None = None, exclusive_min: bool = False, exclusive_max: bool = False,
-         choices: tuple | None = None, default_factory: Any = dataclasses.MISSING, path: bool = False,
-         max_len: int | None = None, allow_inf: bool = False, allow_empty: bool = False) -> Any:
-    """A dataclass field with validation metadata (range, choices), a one-line help, and ``path=True``
-    for a file or directory read relative to the working directory (made absolute in a run's config).
-    Floats must be finite unless ``allow_inf`` (NaN never passes); strings must be non-empty unless
-    ``allow_empty``; ``max_len`` bounds the length of a list."""
-    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min, "exclusive_max": exclusive_max,
-            "choices": choices, "path": path, "max_len": max_len, "allow_inf": allow_inf, "allow_empty": allow_empty}
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 # ---------------------------------------------------------------------------------------------
 # Sections
 # ---------------------------------------------------------------------------------------------
@@ -103,30 +76,15 @@ class DataConfig:
     dim: int | None = spec(None, min=1, max=100_000, help="data dimension (n-D mixtures)")
     noise: float | None = spec(None, min=0, help="noise level of the non-mixture toys")
     scale: float | None = spec(None, min=0, exclusive_min=True, help="overall scale of the non-mixture toys")
-    path: str | None = spec(None, path=True, help="file for file-backed datasets (.npz)")
+    path: str | None = spec(None, path=True, help="file or folder of file-backed datasets (npz, IDX, CIFAR, images)")
+    layout: str = spec("flat", choices=("flat", "image"), help="digits: 64-D vectors (flat) or 1×8×8 images")
+    download: bool = spec(False, help="fetch mnist / fashion_mnist / cifar10 into data.path with torchvision")
+    flip: bool = spec(False, help="random horizontal flips of training images (cifar10, image_folder)")
+    image_size: int | None = spec(None, min=4, max=1024, help="image_folder: resize and centre-crop to this size")
     key: str = spec("x", help="array name inside an .npz file")
     seed: int = spec(0, min=0, max=SEED_MAX, help="seed of the dataset's own randomness (mode layout, finite sets)")
     holdout: int = spec(0, min=0, max=MAX_BATCH, help="points of a finite dataset (digits, npz) kept out of training, chosen "
                                        "with data.seed; the diagnostics measure the discriminator on them")
-
-
-@dataclass
-class NetConfig:
-    """A fully connected network."""
-
-    hidden: list[int] = spec(default_factory=lambda: [128, 128, 128], min=1, max=MAX_WIDTH, max_len=MAX_DEPTH,
-                             help="hidden layer widths")
-    activation: str = spec("relu", choices=("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "softplus"))
-    spectral_norm: bool = spec(False, help="spectral normalisation on every linear layer")
-
-
-@dataclass
-class ModelConfig:
-    """Generator and discriminator architectures."""
-
-    latent_dim: int = spec(8, min=1, max=4096, help="dimension of the generator's Gaussian latent")
-    generator: NetConfig = spec(default_factory=lambda: NetConfig(hidden=[64, 64, 64]))
-    discriminator: NetConfig = spec(default_factory=lambda: NetConfig(activation="leaky_relu"))
 
 
 @dataclass
