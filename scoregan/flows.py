@@ -38,6 +38,7 @@ __all__ = [
     "fgan_velocity",
     "fgan_velocity_from_discriminator",
     "ipm_velocity",
+    "feature_ipm_velocity",
     "ipm_witness",
     "smoothed_score_difference",
     "flow_target",
@@ -138,6 +139,24 @@ def ipm_velocity(x: torch.Tensor, kernel: Any, data: torch.Tensor, generated: to
     """
     check_matrix("x", x, dim=data.shape[1] if isinstance(data, torch.Tensor) and data.ndim == 2 else None)
     return _witness(kernel, data, generated, data_weights, generated_weights).grad(x, **witness_kwargs)
+
+
+def feature_ipm_velocity(x: torch.Tensor, feature_map: Callable[[torch.Tensor], torch.Tensor], kernel: Any,
+                         data: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    """The IPM velocity of the kernel k_φ(x, y) = k(φ(x), φ(y)) of a fixed encoder φ: R^d → R^F, as (N, d).
+
+    D̂_φ(x) = D̂(φ(x)) with D̂ the witness between φ(data) (M_d, F) and φ(generated) (M_g, F), so
+    ∇ₓ D̂_φ(x) = J_φ(x)ᵀ ∇ᵤD̂(u)|_{u = φ(x)}: the closed-form feature-space gradient pulled back to pixels by
+    one vector-Jacobian product through φ (x (N, d), data (M_d, d), generated (M_g, d)).
+    """
+    check_matrix("x", x)
+    with torch.no_grad():
+        witness = _witness(kernel, feature_map(data), feature_map(generated), None, None)
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        u = feature_map(xg)
+        (v,) = torch.autograd.grad(u, xg, grad_outputs=witness.grad(u.detach()))
+    return v
 
 
 def smoothed_score_difference(x: torch.Tensor, kernel_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
@@ -141,8 +142,42 @@ def draw_field(ax: plt.Axes, field: Callable[[torch.Tensor], torch.Tensor], labe
                   label=f"{label} (length ∝ |v| ≤ {scale:.2g})")
 
 
+def image_grid(images: torch.Tensor, image_shape: tuple[int, ...], nrow: int | None = None,
+               pad: int = 1, background: float = 0.0, outer: bool = False) -> np.ndarray:
+    """Images in [-1, 1] (clipped; NaN drawn as −1), flat (N, C·H·W) or (N, C, H, W) with ``image_shape``
+    (C, H, W) or (H, W), tiled ``nrow`` per row (default ⌈√N⌉) with ``pad`` pixels of ``background``
+    (in [0, 1]) between them, and around them too with ``outer``: a float array in [0, 1] of shape
+    (H', W') for one channel, (H', W', 3) for three."""
+    shape = tuple(image_shape) if len(image_shape) == 3 else (1, *image_shape)
+    c, h, w = shape
+    x = images.detach().to("cpu", torch.float64).reshape(-1, c, h, w)
+    x = (x.nan_to_num(-1.0).clamp(-1.0, 1.0) + 1.0) / 2.0
+    n = x.shape[0]
+    cols = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    rows = max(1, int(math.ceil(n / cols)))
+    o = pad if outer else 0
+    grid = torch.full((c, rows * (h + pad) - pad + 2 * o, cols * (w + pad) - pad + 2 * o), background, dtype=torch.float64)
+    for i in range(n):
+        a, b = divmod(i, cols)
+        grid[:, o + a * (h + pad):o + a * (h + pad) + h, o + b * (w + pad):o + b * (w + pad) + w] = x[i]
+    return grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, image_shape: tuple[int, ...], *,
+                    nrow: int | None = None) -> Path:
+    """:func:`image_grid` with a 1-px gray border around and between the images, as an 8-bit PNG of
+    (rows·(H+1)+1) × (nrow·(W+1)+1) pixels (pixel = round((x + 1)·127.5)). Returns the path."""
+    from PIL import Image  # Pillow: a dependency of matplotlib
+
+    grid = image_grid(images, image_shape, nrow=nrow, pad=1, background=128 / 255, outer=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(grid * 255.0).astype(np.uint8)).save(path, format="PNG")
+    return path
+
+
 def samples_figure(samples: torch.Tensor, reference: torch.Tensor, *, title: str = "",
-                   means: torch.Tensor | None = None, image_shape: tuple[int, int] | None = None,
+                   means: torch.Tensor | None = None, image_shape: tuple[int, ...] | None = None,
                    field: Callable[[torch.Tensor], torch.Tensor] | None = None, field_label: str | None = None,
                    margin: float = 0.5) -> tuple[plt.Figure, SamplesInfo]:
     """The figure of :func:`plot_samples` (not saved) and what it drew (:class:`SamplesInfo`)."""
@@ -196,14 +231,8 @@ def samples_figure(samples: torch.Tensor, reference: torch.Tensor, *, title: str
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.07 if basis is None else -0.12),
               ncol=2, fontsize=7, markerscale=2, frameon=False)
     if image_shape:
-        h, w = image_shape
-        k = min(64, samples.shape[0])
-        cols = max(1, int(math.ceil(math.sqrt(k))))
-        grid = torch.ones(cols * (h + 1), cols * (w + 1))
-        for i in range(k):
-            a, b = divmod(i, cols)
-            grid[a * (h + 1):a * (h + 1) + h, b * (w + 1):b * (w + 1) + w] = samples[i].reshape(h, w)
-        axes[0, 1].imshow(grid.numpy(), cmap="gray_r")
+        grid = image_grid(samples[:64], image_shape)
+        axes[0, 1].imshow(grid, cmap="gray_r" if grid.ndim == 2 else None, vmin=0.0, vmax=1.0)
         axes[0, 1].axis("off")
         axes[0, 1].set_title("generated images" + (" (finite ones)" if nonfinite else ""))
     fig.tight_layout()
@@ -211,7 +240,7 @@ def samples_figure(samples: torch.Tensor, reference: torch.Tensor, *, title: str
 
 
 def plot_samples(samples: torch.Tensor, reference: torch.Tensor, path: str | Path, *, title: str = "",
-                 means: torch.Tensor | None = None, image_shape: tuple[int, int] | None = None,
+                 means: torch.Tensor | None = None, image_shape: tuple[int, ...] | None = None,
                  field: Callable[[torch.Tensor], torch.Tensor] | None = None, field_label: str | None = None) -> Path:
     """Generated samples (orange) over target samples (grey); mixture means as small open circles.
 

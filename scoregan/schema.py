@@ -137,6 +137,9 @@ class EvalConfig:
     distances: list[str] = spec(default_factory=lambda: list(EVAL_DISTANCES), choices=EVAL_DISTANCES,
                                 help="distances each evaluation computes (exact W2 costs the most: about a "
                                      "second at 2,000 samples); mode statistics are always added")
+    image_metrics: bool = spec(True, help="labelled image data: FD, KID ± s.e., precision and recall in the features "
+                                          "of a cached classifier, against the held-out images (img_* keys)")
+    inception: str | None = spec(None, path=True, help="local Inception-v3 weights: FID and KID through torch-fidelity")
 
 
 @dataclass

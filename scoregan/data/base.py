@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -18,15 +19,17 @@ class Dataset(ABC):
     ``mixture`` is the exact :class:`~scoregan.scores.GaussianMixture` when the target is one
     (then log-density, score and mode statistics are available in closed form), else ``None``.
     ``heldout`` is an (m, dim) tensor of points kept out of training (a finite set split with
-    :meth:`ArrayDataset.hold_out`), else ``None``. ``image_shape`` is (H, W) when each point is a
-    flattened image (figures then show images), else ``None``.
+    :meth:`ArrayDataset.hold_out`), else ``None``. ``image_shape`` is (C, H, W) when each point is a
+    flattened image (dim = C·H·W, row-major NCHW; figures then show images), else ``None``.
+    ``labels`` is an (N,) int64 tensor of class labels of a labelled finite set, else ``None``.
     """
 
     name: str = "dataset"
     dim: int
     mixture: GaussianMixture | None = None
     heldout: torch.Tensor | None = None
-    image_shape: tuple[int, int] | None = None
+    image_shape: tuple[int, int, int] | None = None
+    labels: torch.Tensor | None = None
 
     @abstractmethod
     def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor: ...
@@ -61,17 +64,23 @@ class MixtureDataset(Dataset):
 
 
 class ArrayDataset(Dataset):
-    """A finite set of points (N, dim), sampled uniformly with replacement."""
+    """A finite set of points (N, dim), sampled uniformly with replacement; optionally labelled
+    (``labels`` (N,) int64; :meth:`hold_out` keeps the held-out ones as ``heldout_labels``)."""
+
+    heldout_labels: torch.Tensor | None = None
 
     def __init__(self, name: str, points: torch.Tensor, params: dict | None = None, *,
-                 image_shape: tuple[int, int] | None = None):
+                 image_shape: tuple[int, int, int] | None = None, labels: torch.Tensor | None = None):
         if points.ndim != 2 or points.shape[0] < 2:
             raise ValueError(f"{name}: expected an array of shape (N, d) with N >= 2, got {tuple(points.shape)}")
-        if image_shape is not None and image_shape[0] * image_shape[1] != points.shape[1]:
-            raise ValueError(f"{name}: image_shape {image_shape} does not hold {points.shape[1]} values")
+        if image_shape is not None and (len(image_shape) != 3 or math.prod(image_shape) != points.shape[1]):
+            raise ValueError(f"{name}: image_shape {image_shape} is not a (C, H, W) that holds {points.shape[1]} values")
+        if labels is not None and tuple(labels.shape) != (points.shape[0],):
+            raise ValueError(f"{name}: expected {points.shape[0]} labels, got shape {tuple(labels.shape)}")
         self.name = name
-        self.image_shape = image_shape
+        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
         self.points = points.to(torch.float32).contiguous()
+        self.labels = None if labels is None else labels.to(torch.int64)
         self.dim = points.shape[1]
         self._params = params or {}
 
@@ -94,6 +103,9 @@ class ArrayDataset(Dataset):
             raise ValueError(f"data.holdout = {m}: dataset {self.name!r} has {n} points; at most {n - 2} can be held "
                              "out (training needs 2)")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        out = ArrayDataset(self.name, self.points[perm[m:]], self._params, image_shape=self.image_shape)
+        labels = self.labels
+        out = ArrayDataset(self.name, self.points[perm[m:]], self._params, image_shape=self.image_shape,
+                           labels=None if labels is None else labels[perm[m:]])
         out.heldout = self.points[perm[:m]].contiguous()
+        out.heldout_labels = None if labels is None else labels[perm[:m]]
         return out

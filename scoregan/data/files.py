@@ -38,8 +38,10 @@ def npz_dataset(path: str, key: str = "x") -> ArrayDataset:
 
 
 def digits_dataset() -> ArrayDataset:
-    """scikit-learn's bundled 8×8 digits (1,797 images) as 64-D vectors scaled to [-1, 1]."""
+    """scikit-learn's bundled 8×8 digits (1,797 images) as 64-D vectors (N, 64) scaled to [-1, 1] (x/8 − 1),
+    ``image_shape`` (1, 8, 8), ``labels`` the digits (N,)."""
     from sklearn.datasets import load_digits  # a heavy import, paid only by the digits
 
-    x = torch.from_numpy(load_digits().data.astype(np.float32)) / 8.0 - 1.0
-    return ArrayDataset("digits", x, image_shape=(8, 8))
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.data.astype(np.float32)) / 8.0 - 1.0
+    return ArrayDataset("digits", x, image_shape=(1, 8, 8), labels=torch.from_numpy(bunch.target.astype(np.int64)))

@@ -10,10 +10,15 @@ or None for a fixed default seed), so every value is reproducible.
 * :func:`mode_stats` (modes covered, high-quality fraction) against a ``GaussianMixture``
 * :func:`frechet_distance` (the FID formula), :func:`precision_recall` (k-NN manifolds)
 * :func:`toy_report`: the standard table of the toy experiments
+* :func:`image_report` (FD, KID, precision / recall in the features of a per-data-set
+  :class:`FeatureClassifier`, from :func:`get_classifier`'s cache), :func:`image_features`,
+  :func:`train_classifier`, :func:`save_image_grid`
 """
 
+from scoregan.metrics.classifier import FeatureClassifier, get_classifier, train_classifier
 from scoregan.metrics.discrepancy import KIDResult, MMD2Result, energy_distance, kid, median_heuristic, mmd2
 from scoregan.metrics.features import PrecisionRecall, frechet_distance, gaussian_frechet_distance, precision_recall
+from scoregan.metrics.images import IMAGE_REPORT_KEYS, image_features, image_report, save_image_grid
 from scoregan.metrics.modes import ModeStats, hq_probability, hq_radius, mode_stats
 from scoregan.metrics.report import MODE_REPORT_KEYS, TOY_DISTANCES, TOY_REPORT_KEYS, toy_report
 from scoregan.metrics.transport import optimal_matching, sliced_w2, w2
@@ -40,4 +45,11 @@ __all__ = [
     "TOY_DISTANCES",
     "TOY_REPORT_KEYS",
     "MODE_REPORT_KEYS",
+    "image_report",
+    "image_features",
+    "IMAGE_REPORT_KEYS",
+    "get_classifier",
+    "train_classifier",
+    "FeatureClassifier",
+    "save_image_grid",
 ]

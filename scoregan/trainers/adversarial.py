@@ -28,7 +28,7 @@ from scoregan import flows
 from scoregan._autograd import input_gradient
 from scoregan._dist import gather
 from scoregan.schema import ConfigError, TrainerConfig, spec
-from scoregan.models import MLP, Discriminator
+from scoregan.models.factory import make_discriminator
 from scoregan.objectives import DIVERGENCES, GENERATOR_LOSSES, Divergence, GeneratorLoss, divergence, generator_loss
 from scoregan.objectives.kernels import kernel_witness, mmd2
 from scoregan.trainers.base import StepContext
@@ -65,8 +65,7 @@ class AdversarialRule(GeneratorRule):
         self.opt_d = self.add_optimizer("discriminator", self.adam(self.D.parameters(), self.cfg.optim.lr_d))
 
     def build_discriminator(self) -> torch.nn.Module:
-        dn = self.cfg.model.discriminator
-        return Discriminator(self.data.dim, hidden=dn.hidden, activation=dn.activation, spectral_norm=dn.spectral_norm)
+        return make_discriminator(self.cfg.model, self.data.dim, self.data.image_shape)
 
     # The two losses of a variant, on raw discriminator outputs (N,).
     def d_loss(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
@@ -304,9 +303,7 @@ class MMDGAN(AdversarialRule):
         self.kernel = build_kernel(self.tcfg)
 
     def build_discriminator(self) -> torch.nn.Module:
-        dn = self.cfg.model.discriminator
-        return MLP(self.data.dim, self.tcfg.feature_dim, hidden=dn.hidden, activation=dn.activation,
-                   spectral_norm=dn.spectral_norm)
+        return make_discriminator(self.cfg.model, self.data.dim, self.data.image_shape, out_dim=self.tcfg.feature_dim)
 
     def d_loss(self, real_out, fake_out):  # the whole batch of every rank (gathered with its graph)
         return -mmd2(self.kernel, gather(real_out, grad=True), gather(fake_out, grad=True), unbiased=self.tcfg.unbiased)

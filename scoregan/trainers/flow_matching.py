@@ -26,7 +26,8 @@ from scipy.optimize import linear_sum_assignment
 
 from scoregan._checks import check_choice, check_matrix
 from scoregan.schema import ConfigError, NetConfig, TrainerConfig, spec
-from scoregan.models.score_nets import EMBEDDINGS, VelocityNet
+from scoregan.models.factory import make_velocity_net
+from scoregan.models.score_nets import EMBEDDINGS
 from scoregan.sampling.ode import FIXED_METHODS, ODE_METHODS, LikelihoodSolution, integrate, log_likelihood
 from scoregan.trainers.base import StepContext, UpdateRule
 from scoregan.trainers.ema import EMA
@@ -137,8 +138,8 @@ class FlowMatching(UpdateRule):
 
     def build(self) -> None:
         c, d = self.tcfg, self.data.dim
-        net = VelocityNet(d, hidden=c.velocity_net.hidden, activation=c.velocity_net.activation,
-                          embedding=c.embedding, embed_dim=c.embed_dim)
+        net = make_velocity_net(self.cfg.model, c.velocity_net, d, self.data.image_shape, embedding=c.embedding,
+                                embed_dim=c.embed_dim)
         self.v = self.add_module("velocity", net)
         self.opt = self.add_optimizer("velocity", self.adam(self.v.parameters(), self.cfg.optim.lr_g))
         self.v_ema = self.add_module("velocity_ema", copy.deepcopy(self.v)) if c.ema > 0 else None
@@ -201,7 +202,7 @@ class FlowMatching(UpdateRule):
 
     # -- sampling and likelihood --------------------------------------------------------------------
     @property
-    def field(self) -> VelocityNet:
+    def field(self) -> torch.nn.Module:
         """The velocity network samples use (the EMA copy when ``ema`` > 0)."""
         return self.v_ema if self.v_ema is not None else self.v
 

@@ -26,7 +26,7 @@ import torch
 from scoregan import flows
 from scoregan.diagnostics.steepness import eval_mode
 from scoregan.objectives.kernels import Kernel
-from scoregan.models import Generator
+from scoregan.models.factory import make_generator
 from scoregan.trainers.base import StepContext, UpdateRule
 from scoregan.trainers.ema import EMA
 
@@ -36,11 +36,8 @@ class GeneratorRule(UpdateRule):
 
     has_generator = True
 
-    def build_generator(self) -> Generator:
-        m = self.cfg.model
-        g = m.generator
-        self.G = self.add_module("generator", Generator(m.latent_dim, self.data.dim, hidden=g.hidden,
-                                                       activation=g.activation, spectral_norm=g.spectral_norm))
+    def build_generator(self) -> torch.nn.Module:
+        self.G = self.add_module("generator", make_generator(self.cfg.model, self.data.dim, self.data.image_shape))
         self.opt_g = self.add_optimizer("generator", self.adam(self.G.parameters(), self.cfg.optim.lr_g))
         self.ema_decay = float(getattr(self.tcfg, "ema", 0.0) or 0.0)
         self.G_ema, self._ema = None, None

@@ -58,7 +58,8 @@ from scoregan._dist import gather
 from scoregan.checkpoint import save_atomic
 from scoregan.diagnostics.steepness import eval_mode
 from scoregan.schema import SEED_MAX, ConfigError, NetConfig, TrainerConfig, spec
-from scoregan.models.score_nets import EMBEDDINGS, RatioNet, ScoreNet, dsm_loss
+from scoregan.models.factory import make_ratio_net, make_score_net
+from scoregan.models.score_nets import EMBEDDINGS, dsm_loss
 from scoregan.objectives import DIVERGENCES, GENERATOR_LOSSES, divergence, generator_loss
 from scoregan.objectives.divergences import Divergence
 from scoregan.scores.empirical import empirical_score
@@ -172,16 +173,16 @@ class ScoreGAN(GeneratorRule):
         self.ratio = None
         if not weight_is_constant(self.div, c.generator_loss):
             rn = c.ratio_net
-            self.ratio = self.add_module("ratio", RatioNet(d, hidden=rn.hidden, activation=rn.activation,
-                                                           embedding=c.embedding, embed_dim=c.embed_dim))
+            self.ratio = self.add_module("ratio", make_ratio_net(self.cfg.model, rn, d, self.data.image_shape,
+                                                                 embedding=c.embedding, embed_dim=c.embed_dim))
             self.opt_r = self.add_optimizer("ratio", self.adam(self.ratio.parameters(), c.ratio_lr))
         self.sgan = divergence("sgan")
         self.ready = False  # s_d fitted (or loaded) and s_g warmed up: done in the first step
 
-    def _score_net(self, net: NetConfig) -> ScoreNet:
+    def _score_net(self, net: NetConfig) -> torch.nn.Module:
         c = self.tcfg
-        return ScoreNet(self.data.dim, hidden=net.hidden, activation=net.activation, embedding=c.embedding,
-                        embed_dim=c.embed_dim, fourier=c.fourier_features, fourier_scale=c.fourier_scale)
+        return make_score_net(self.cfg.model, net, self.data.dim, self.data.image_shape, embedding=c.embedding,
+                              embed_dim=c.embed_dim, fourier=c.fourier_features, fourier_scale=c.fourier_scale)
 
     # -- noise levels ------------------------------------------------------------------------------
     def sigmas(self, ctx: StepContext, n: int) -> torch.Tensor:
