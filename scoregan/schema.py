@@ -42,6 +42,7 @@ __all__ = [
     "EvalConfig",
     "ExperimentConfig",
     "HELDOUT_STOPPING_SIGNALS",
+    "IMAGE_STOPPING_SIGNALS",
     "MAX_BATCH",
     "MAX_DEPTH",
     "MAX_WIDTH",
@@ -155,7 +156,8 @@ class TrackingConfig:
 # The early-stopping signals of scoregan.experiment.early_stopping (diagnostics first, then evaluation).
 DIAGNOSTIC_STOPPING_SIGNALS = ("combined", "steepness", "dgrad_fake", "dgrad_ratio", "overfit")  # need diagnostics
 HELDOUT_STOPPING_SIGNALS = tuple(f"{k}_heldout" for k in EVAL_DISTANCES)  # validation signals: need data.holdout
-EVAL_STOPPING_SIGNALS = (*EVAL_DISTANCES, *HELDOUT_STOPPING_SIGNALS)  # read from the periodic evaluation
+IMAGE_STOPPING_SIGNALS = ("img_fd", "img_kid")  # image data: classifier-feature FD / KID against held-out images
+EVAL_STOPPING_SIGNALS = (*EVAL_DISTANCES, *HELDOUT_STOPPING_SIGNALS, *IMAGE_STOPPING_SIGNALS)  # from the evaluation
 EARLY_STOPPING_SIGNALS = (*DIAGNOSTIC_STOPPING_SIGNALS, *EVAL_STOPPING_SIGNALS)
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "disabled")
+# caches (fitted data scores, image-metric classifiers) of this test session only, never the user's
+os.environ["SCOREGAN_CACHE"] = tempfile.mkdtemp(prefix="scoregan-test-cache-")
 
 TINY = [
     "tracking.mode=disabled",

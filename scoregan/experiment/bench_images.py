@@ -134,7 +134,7 @@ def run_image_benchmark(dataset: str, trainers: Sequence[str], seeds: Sequence[i
         config_path(dataset, t)
     json_path = out / "table.json"
     done = json.loads(json_path.read_text())["rows"] if json_path.is_file() else []
-    rows = [r for r in done if r["trainer"] in trainers]
+    rows = list(done)  # earlier rows (other trainers, other seeds) stay in the table
     for trainer in trainers:
         chosen = seeds if seeds is not None else ((0, 1, 2) if trainer in MULTI_SEED else (0,))
         for seed in chosen:

@@ -23,6 +23,7 @@ from scoregan.schema import (
     DIAGNOSTIC_STOPPING_SIGNALS,
     EVAL_STOPPING_SIGNALS,
     HELDOUT_STOPPING_SIGNALS,
+    IMAGE_STOPPING_SIGNALS,
     ConfigError,
     DataConfig,
     ExperimentConfig,
@@ -183,7 +184,9 @@ def cross_check(cfg: ExperimentConfig) -> None:
     if es.enabled and es.metric in HELDOUT_STOPPING_SIGNALS and cfg.data.holdout == 0:
         raise ConfigError(f"early_stopping.metric = {es.metric!r} is measured against held-out points: set "
                           "data.holdout > 0 (e.g. 300) to keep points out of training")
-    if es.enabled and es.metric in EVAL_STOPPING_SIGNALS:
+    if es.enabled and es.metric in IMAGE_STOPPING_SIGNALS and not cfg.eval.image_metrics:
+        raise ConfigError(f"early_stopping.metric = {es.metric!r} is an image metric: set eval.image_metrics = true")
+    if es.enabled and es.metric in EVAL_STOPPING_SIGNALS and es.metric not in IMAGE_STOPPING_SIGNALS:
         distance = es.metric.removesuffix("_heldout")
         if distance not in cfg.eval.distances:
             raise ConfigError(f"early_stopping.metric = {es.metric!r} is read from the evaluation, but "

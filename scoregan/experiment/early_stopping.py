@@ -67,7 +67,7 @@ __all__ = ["DIAGNOSTIC_SIGNALS", "EVAL_SIGNALS", "LINEAR_SIGNALS", "EarlyStoppin
 DIAGNOSTIC_SIGNALS = {"combined": "combined_median", "steepness": "steepness_median", "dgrad_fake": "dgrad_fake_median",
                       "dgrad_ratio": "dgrad_ratio", "overfit": "overfit"}
 # read as they are (they may be <= 0); every other signal through its log
-LINEAR_SIGNALS = ("overfit", "mmd2", "energy", "mmd2_heldout", "energy_heldout")
+LINEAR_SIGNALS = ("overfit", "mmd2", "energy", "mmd2_heldout", "energy_heldout", "img_kid")
 EVAL_SIGNALS = EVAL_STOPPING_SIGNALS
 FITTING, REFINING, COLLAPSING = 0, 1, 2  # the phases as the rule sees them
 

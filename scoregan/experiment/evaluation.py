@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from scoregan.data import Dataset
-from scoregan.metrics import toy_report
+from scoregan.data import Dataset, ImageDataset
+from scoregan.metrics import image_report, toy_report
 from scoregan.schema import EVAL_DISTANCES
 
 Sampler = Callable[[int, torch.Generator], torch.Tensor]
@@ -35,21 +35,30 @@ def nonfinite_rows(x: torch.Tensor) -> int:
 
 
 def compare_to_target(samples: torch.Tensor, data: Dataset, *, reference_seed: int, metric_seed: int,
-                      distances: Sequence[str] = EVAL_DISTANCES, heldout: bool = True,
-                      ) -> tuple[dict[str, Any], torch.Tensor]:
+                      distances: Sequence[str] = EVAL_DISTANCES, heldout: bool = True, image_metrics: bool = False,
+                      inception: str | None = None) -> tuple[dict[str, Any], torch.Tensor]:
     """Metrics of ``samples`` (n, d) against n fresh target samples drawn with ``reference_seed``
     (:func:`scoregan.metrics.toy_report`, its random projections and bandwidths from ``metric_seed``;
     ``distances`` picks among w2, sliced_w2, mmd2, energy, fd). With ``heldout`` and a data set that
     keeps held-out points (``data.holdout``), the same distances against them as ``<name>_heldout``
-    (the generalisation check and the validation signals of early stopping). Samples with non-finite
-    rows give ``{"nonfinite_samples": k}`` only. Returns (metrics, reference)."""
+    (the generalisation check and the validation signals of early stopping). With ``image_metrics`` and a
+    labelled image data set, :func:`scoregan.metrics.image_report` against the held-out images (else the
+    reference draw) as ``img_fd``, ``img_kid``, ``img_kid_se``, ``img_precision``, ``img_recall`` (and
+    ``img_fid`` with ``inception`` weights). Samples with non-finite rows give ``{"nonfinite_samples": k}``
+    only. Returns (metrics, reference)."""
     reference = data.sample(samples.shape[0], generator=torch.Generator().manual_seed(reference_seed))
     bad = nonfinite_rows(samples)
     if bad:
         return {"nonfinite_samples": bad}, reference
-    metrics = toy_report(samples.to(reference.dtype), reference, mixture=data.mixture, distances=distances,
-                         generator=torch.Generator().manual_seed(metric_seed))
-    if heldout and data.heldout is not None:
+    metrics = {}
+    if distances or data.mixture is not None:
+        metrics = toy_report(samples.to(reference.dtype), reference, mixture=data.mixture, distances=distances,
+                             generator=torch.Generator().manual_seed(metric_seed))
+    if image_metrics and isinstance(data, ImageDataset) and data.labels is not None:
+        ref = data.heldout if data.heldout is not None else reference
+        report = image_report(samples, ref, dataset=data, inception=inception, seed=metric_seed)
+        metrics.update({f"img_{k}": v for k, v in report.items()})
+    if heldout and data.heldout is not None and distances:
         held = toy_report(samples, data.heldout, distances=distances,
                           generator=torch.Generator().manual_seed(metric_seed + 1))
         metrics.update({f"{k}_heldout": held[k] for k in distances})
@@ -57,12 +66,12 @@ def compare_to_target(samples: torch.Tensor, data: Dataset, *, reference_seed: i
 
 
 def evaluate_generator(sample: Sampler, data: Dataset, *, n: int, seed: int, device: torch.device | str = "cpu",
-                       distances: Sequence[str] = EVAL_DISTANCES,
-                       ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+                       distances: Sequence[str] = EVAL_DISTANCES, image_metrics: bool = False,
+                       inception: str | None = None) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """Draw ``n`` samples (seed ``seed``) and compare them with ``n`` fresh target samples (seed + 1;
     metrics seeded with seed + 2, held-out distances with seed + 3). Returns (metrics, samples,
     reference) on the CPU; the samples as drawn, non-finite rows included (figures drop and count them)."""
     samples = draw_samples(sample, n, seed, device)
     metrics, reference = compare_to_target(samples, data, reference_seed=seed + 1, metric_seed=seed + 2,
-                                           distances=distances)
+                                           distances=distances, image_metrics=image_metrics, inception=inception)
     return metrics, samples, reference

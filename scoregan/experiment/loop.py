@@ -164,7 +164,8 @@ class Trainer:
         self.rule.train(False)
         e = self.cfg.eval
         metrics, samples, reference = evaluate_generator(self.rule.sample, self.data, n=e.n_samples, seed=e.seed,
-                                                         device=self.device, distances=e.distances)
+                                                         device=self.device, distances=e.distances,
+                                                         image_metrics=e.image_metrics, inception=e.inception)
         self.rule.train(True)
         self.tracker.log(self.step, metrics, kind="eval")
         if figure and e.figures:

@@ -218,9 +218,12 @@ class ScoreGAN(GeneratorRule):
         """A digest of everything that determines the s_d fit (target, network, σ range, optimisation)."""
         c = self.tcfg
         dcfg = asdict(self.cfg.data)  # the split too (data.holdout, data.seed): the fit sees the training points
-        if dcfg.get("path"):  # a file is keyed by its contents, not its name
-            dcfg["path"] = hashlib.sha256(Path(dcfg["path"]).read_bytes()).hexdigest()
-        desc = {"data": self.data.name, "params": self.data.params(), "data_config": dcfg, "net": asdict(c.score_net),
+        if dcfg.get("path"):  # files are keyed by their contents, not their names
+            content = getattr(self.data, "content_key", None)
+            dcfg["path"] = content() if callable(content) else hashlib.sha256(Path(dcfg["path"]).read_bytes()).hexdigest()
+        m = self.cfg.model
+        net = asdict(c.score_net) if m.conditional == "mlp" else {"unet": asdict(m.unet)}
+        desc = {"data": self.data.name, "params": self.data.params(), "data_config": dcfg, "net": net,
                 "embedding": c.embedding, "embed_dim": c.embed_dim,
                 "fourier": [c.fourier_features, c.fourier_scale], "sigma": [c.sigma_min, c.sigma_max],
                 "steps": c.data_score_steps, "batch": c.data_score_batch, "lr": c.data_score_lr,
