@@ -69,19 +69,57 @@ def _channels(width: int, n: int) -> list[int]:
     return [max(width >> (n - 1 - i), 1) for i in range(n)]
 
 
-class DCGANGenerator(nn.Module):
-    """G: z (N, latent_dim) ↦ x (N, C·H·W); :meth:`images` gives (N, C, H, W)."""
+class ImageGenerator(nn.Module):
+    """What the image generators share: checked arguments, the start size, flat output.
 
-    def __init__(self, latent_dim: int, image_shape: Sequence[int], width: int = 64, output: str = "tanh"):
+    Subclasses build ``fc`` (z ↦ the start feature map) and ``body`` (it ↦ (N, C, H, W)) and set
+    ``_c0``, the start map's channels."""
+
+    def __init__(self, latent_dim: int, image_shape: Sequence[int], width: int, output: str):
         super().__init__()
         check_int("latent_dim", latent_dim, minimum=1)
         check_int("width", width, minimum=1)
         check_choice("output", output, OUTPUTS)
         self.image_shape = check_image_shape(image_shape)
         c, h, w = self.image_shape
-        self.latent_dim, self.data_dim = latent_dim, c * h * w
-        u = num_halvings(h, w)
-        self.start = (h >> u, w >> u)
+        self.latent_dim, self.data_dim, self.width = latent_dim, c * h * w, width
+        self.halvings = num_halvings(h, w)
+        self.start = (h >> self.halvings, w >> self.halvings)
+
+    def images(self, z: torch.Tensor) -> torch.Tensor:
+        """z (N, latent_dim) ↦ (N, C, H, W)."""
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"{type(self).__name__} expects z of shape (N, {self.latent_dim}), got {tuple(z.shape)}")
+        return self.body(self.fc(z).reshape(z.shape[0], self._c0, *self.start))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.images(z).reshape(z.shape[0], self.data_dim)
+
+
+class ImageDiscriminator(nn.Module):
+    """What the image discriminators share: checked arguments and x (flat or NCHW) ↦ fc(features(x)),
+    (N,) for out_dim 1 else (N, out_dim). Subclasses build ``features`` (ending flat) and ``fc``."""
+
+    def __init__(self, image_shape: Sequence[int], width: int, out_dim: int):
+        super().__init__()
+        check_int("width", width, minimum=1)
+        check_int("out_dim", out_dim, minimum=1)
+        self.image_shape = check_image_shape(image_shape)
+        c, h, w = self.image_shape
+        self.data_dim, self.out_dim = c * h * w, out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        img, _ = as_images(x, self.image_shape, type(self).__name__)
+        out = self.fc(self.features(img))
+        return out[:, 0] if self.out_dim == 1 else out
+
+
+class DCGANGenerator(ImageGenerator):
+    """G: z (N, latent_dim) ↦ x (N, C·H·W); :meth:`images` gives (N, C, H, W)."""
+
+    def __init__(self, latent_dim: int, image_shape: Sequence[int], width: int = 64, output: str = "tanh"):
+        super().__init__(latent_dim, image_shape, width, output)
+        c, u = self.image_shape[0], self.halvings
         chans = list(reversed(_channels(width, u + 1)))  # widest at the start
         self.fc = nn.Linear(latent_dim, chans[0] * self.start[0] * self.start[1])
         layers: list[nn.Module] = [nn.BatchNorm2d(chans[0]), nn.ReLU()]
@@ -90,30 +128,16 @@ class DCGANGenerator(nn.Module):
         layers.append(nn.Conv2d(chans[-1], c, 3, 1, 1))
         if output == "tanh":
             layers.append(nn.Tanh())
-        self.net = nn.Sequential(*layers)
+        self.body = nn.Sequential(*layers)
         self._c0 = chans[0]
 
-    def images(self, z: torch.Tensor) -> torch.Tensor:
-        """z (N, latent_dim) ↦ (N, C, H, W)."""
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"{type(self).__name__} expects z of shape (N, {self.latent_dim}), got {tuple(z.shape)}")
-        h = self.fc(z).reshape(z.shape[0], self._c0, *self.start)
-        return self.net(h)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.images(z).reshape(z.shape[0], self.data_dim)
-
-
-class DCGANDiscriminator(nn.Module):
+class DCGANDiscriminator(ImageDiscriminator):
     """D: x (N, C·H·W) or (N, C, H, W) ↦ raw output (N,) (out_dim 1) or features (N, out_dim)."""
 
     def __init__(self, image_shape: Sequence[int], width: int = 64, spectral_norm: bool = False, out_dim: int = 1):
-        super().__init__()
-        check_int("width", width, minimum=1)
-        check_int("out_dim", out_dim, minimum=1)
-        self.image_shape = check_image_shape(image_shape)
+        super().__init__(image_shape, width, out_dim)
         c, h, w = self.image_shape
-        self.data_dim, self.out_dim = c * h * w, out_dim
         u = num_halvings(h, w)
         n = max(u, 2)  # small images: stride-1 3×3 convs make up at least two conv layers
         chans = _channels(width, n)
@@ -121,10 +145,5 @@ class DCGANDiscriminator(nn.Module):
         for i, (a, b) in enumerate(zip([c, *chans[:-1]], chans)):
             conv = nn.Conv2d(a, b, 4, 2, 1) if i < u else nn.Conv2d(a, b, 3, 1, 1)
             layers += [maybe_sn(conv, spectral_norm), nn.LeakyReLU(0.2)]
-        self.features = nn.Sequential(*layers)
+        self.features = nn.Sequential(*layers, nn.Flatten(1))
         self.fc = maybe_sn(nn.Linear(chans[-1] * math.prod((h >> u, w >> u)), out_dim), spectral_norm)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        img, _ = as_images(x, self.image_shape, type(self).__name__)
-        out = self.fc(self.features(img).flatten(1))
-        return out[:, 0] if self.out_dim == 1 else out

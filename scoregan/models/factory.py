@@ -11,7 +11,7 @@ apply to the mlp networks; the U-Net reads ``model.unet``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -77,34 +77,34 @@ def make_discriminator(model: ModelConfig, data_dim: int, image_shape: ImageShap
     return cls(shape, width=model.conv.width, spectral_norm=model.conv.spectral_norm, out_dim=out_dim)
 
 
+def _conditional(model: ModelConfig, data_dim: int, image_shape: ImageShape, mlp: Callable[[], nn.Module],
+                 unet: type[nn.Module]) -> nn.Module:
+    """``mlp()`` for ``model.conditional`` mlp, else ``unet(image_shape, **model.unet)``."""
+    if model.conditional == "mlp":
+        return mlp()
+    check_choice("model.conditional", model.conditional, ("mlp", "unet"))
+    return unet(_image_shape("model.conditional", model.conditional, data_dim, image_shape), **unet_kwargs(model.unet))
+
+
 def make_score_net(model: ModelConfig, net: NetConfig, data_dim: int, image_shape: ImageShape = None, *,
                    embedding: str, embed_dim: int, fourier: int = 0, fourier_scale: float = 1.0) -> nn.Module:
     """s(x, σ): (N, data_dim), σ ↦ (N, data_dim) of ``model.conditional``."""
-    if model.conditional == "mlp":
-        return ScoreNet(data_dim, hidden=net.hidden, activation=net.activation, embedding=embedding,
-                        embed_dim=embed_dim, fourier=fourier, fourier_scale=fourier_scale)
-    check_choice("model.conditional", model.conditional, ("mlp", "unet"))
-    shape = _image_shape("model.conditional", model.conditional, data_dim, image_shape)
-    return ScoreUNet(shape, **unet_kwargs(model.unet))
+    return _conditional(model, data_dim, image_shape, lambda: ScoreNet(
+        data_dim, hidden=net.hidden, activation=net.activation, embedding=embedding, embed_dim=embed_dim,
+        fourier=fourier, fourier_scale=fourier_scale), ScoreUNet)
 
 
 def make_velocity_net(model: ModelConfig, net: NetConfig, data_dim: int, image_shape: ImageShape = None, *,
                       embedding: str, embed_dim: int) -> nn.Module:
     """v(x, t): (N, data_dim), t ↦ (N, data_dim) of ``model.conditional``."""
-    if model.conditional == "mlp":
-        return VelocityNet(data_dim, hidden=net.hidden, activation=net.activation, embedding=embedding,
-                           embed_dim=embed_dim)
-    check_choice("model.conditional", model.conditional, ("mlp", "unet"))
-    shape = _image_shape("model.conditional", model.conditional, data_dim, image_shape)
-    return VelocityUNet(shape, **unet_kwargs(model.unet))
+    return _conditional(model, data_dim, image_shape, lambda: VelocityNet(
+        data_dim, hidden=net.hidden, activation=net.activation, embedding=embedding, embed_dim=embed_dim),
+        VelocityUNet)
 
 
 def make_ratio_net(model: ModelConfig, net: NetConfig, data_dim: int, image_shape: ImageShape = None, *,
                    embedding: str, embed_dim: int) -> nn.Module:
     """Noise-conditional logit (x (N, data_dim), σ) ↦ (N,) of ``model.conditional``."""
-    if model.conditional == "mlp":
-        return RatioNet(data_dim, hidden=net.hidden, activation=net.activation, embedding=embedding,
-                        embed_dim=embed_dim)
-    check_choice("model.conditional", model.conditional, ("mlp", "unet"))
-    shape = _image_shape("model.conditional", model.conditional, data_dim, image_shape)
-    return RatioUNet(shape, **unet_kwargs(model.unet))
+    return _conditional(model, data_dim, image_shape, lambda: RatioNet(
+        data_dim, hidden=net.hidden, activation=net.activation, embedding=embedding, embed_dim=embed_dim),
+        RatioUNet)

@@ -18,14 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scoregan._checks import check_choice, check_int
-from scoregan.models.conv import (
-    OUTPUTS,
-    as_images,
-    check_image_shape,
-    maybe_sn,
-    num_halvings,
-)
+from scoregan.models.conv import ImageDiscriminator, ImageGenerator, maybe_sn
 
 __all__ = ["ResNetDiscriminator", "ResNetGenerator"]
 
@@ -71,58 +64,39 @@ class _DownBlock(nn.Module):
         return h + s
 
 
-class ResNetGenerator(nn.Module):
+class _ReLUSumPool(nn.Module):
+    """(N, C, H, W) ↦ Σ_{h,w} relu(x) (N, C): SNGAN's global sum pooling."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).sum(dim=(2, 3))
+
+
+class ResNetGenerator(ImageGenerator):
     """G: z (N, latent_dim) ↦ x (N, C·H·W); :meth:`images` gives (N, C, H, W)."""
 
     def __init__(self, latent_dim: int, image_shape: Sequence[int], width: int = 128, output: str = "tanh"):
-        super().__init__()
-        check_int("latent_dim", latent_dim, minimum=1)
-        check_int("width", width, minimum=1)
-        check_choice("output", output, OUTPUTS)
-        self.image_shape = check_image_shape(image_shape)
-        c, h, w = self.image_shape
-        self.latent_dim, self.data_dim, self.width = latent_dim, c * h * w, width
-        u = num_halvings(h, w)
-        self.start = (h >> u, w >> u)
+        super().__init__(latent_dim, image_shape, width, output)
+        c = self.image_shape[0]
         self.fc = nn.Linear(latent_dim, width * self.start[0] * self.start[1])
-        self.blocks = nn.Sequential(*[_UpBlock(width, width) for _ in range(u)])
-        tail: list[nn.Module] = [nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, c, 3, 1, 1)]
+        body: list[nn.Module] = [*(_UpBlock(width, width) for _ in range(self.halvings)),
+                                 nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, c, 3, 1, 1)]
         if output == "tanh":
-            tail.append(nn.Tanh())
-        self.tail = nn.Sequential(*tail)
-
-    def images(self, z: torch.Tensor) -> torch.Tensor:
-        """z (N, latent_dim) ↦ (N, C, H, W)."""
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"{type(self).__name__} expects z of shape (N, {self.latent_dim}), got {tuple(z.shape)}")
-        h = self.fc(z).reshape(z.shape[0], self.width, *self.start)
-        return self.tail(self.blocks(h))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.images(z).reshape(z.shape[0], self.data_dim)
+            body.append(nn.Tanh())
+        self.body = nn.Sequential(*body)
+        self._c0 = width
 
 
-class ResNetDiscriminator(nn.Module):
+class ResNetDiscriminator(ImageDiscriminator):
     """D: x (N, C·H·W) or (N, C, H, W) ↦ raw output (N,) (out_dim 1) or features (N, out_dim)."""
 
     def __init__(self, image_shape: Sequence[int], width: int = 128, spectral_norm: bool = True, out_dim: int = 1):
-        super().__init__()
-        check_int("width", width, minimum=1)
-        check_int("out_dim", out_dim, minimum=1)
-        self.image_shape = check_image_shape(image_shape)
-        c, h, w = self.image_shape
-        self.data_dim, self.out_dim = c * h * w, out_dim
-        sn = spectral_norm
-        self.blocks = nn.Sequential(
+        super().__init__(image_shape, width, out_dim)
+        c, sn = self.image_shape[0], spectral_norm
+        self.features = nn.Sequential(
             _DownBlock(c, width, down=True, sn=sn, first=True),
             _DownBlock(width, width, down=True, sn=sn),
             _DownBlock(width, width, down=False, sn=sn),
             _DownBlock(width, width, down=False, sn=sn),
+            _ReLUSumPool(),
         )
         self.fc = maybe_sn(nn.Linear(width, out_dim), sn)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        img, _ = as_images(x, self.image_shape, type(self).__name__)
-        feat = F.relu(self.blocks(img)).sum(dim=(2, 3))
-        out = self.fc(feat)
-        return out[:, 0] if self.out_dim == 1 else out
