@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scoregan.data import ImageDataset
 from scoregan.experiment.config import absolute_paths, from_dict, load_config
 from scoregan.experiment.evaluation import evaluate_generator, nonfinite_rows
 from scoregan.experiment.loop import FitResult, Trainer
@@ -66,14 +67,15 @@ def evaluate(run_dir: str | Path, *, n: int | None = None, seed: int | None = No
     run = load_run(run_dir, checkpoint=checkpoint)
     e = run.config.eval
     metrics, _, _ = evaluate_generator(run.rule.sample, run.data, n=n or e.n_samples,
-                                       seed=e.seed if seed is None else seed, device=run.device)
+                                       seed=e.seed if seed is None else seed, device=run.device,
+                                       distances=e.distances, image_metrics=e.image_metrics, inception=e.inception)
     return {"step": run.step, **metrics}
 
 
 def sample(run_dir: str | Path, *, n: int, out: str | Path | None = None, seed: int = 0,
            figure: bool = True, checkpoint: str = "last") -> torch.Tensor:
-    """``n`` samples from a trained run (``checkpoints/<checkpoint>.pt``); saved as ``out`` (.npz,
-    array ``x``) with a figure beside it."""
+    """``n`` samples from a trained run (``checkpoints/<checkpoint>.pt``), (n, d); saved as ``out`` (.npz,
+    array ``x``: (n, d), or (n, C, H, W) for an image data set) with a figure beside it."""
     if out is not None and Path(out).suffix != ".npz":
         raise ValueError(f"out must be an .npz path, got {str(out)!r}")
     run = load_run(run_dir, checkpoint=checkpoint)
@@ -84,10 +86,11 @@ def sample(run_dir: str | Path, *, n: int, out: str | Path | None = None, seed: 
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, x=x.numpy())
+        images = isinstance(run.data, ImageDataset)
+        np.savez(out, x=(x.reshape(n, *run.data.image_shape) if images else x).numpy())
         if figure:
             ref = run.data.sample(n, generator=torch.Generator().manual_seed(seed + 1))
             mix = run.data.mixture
             plot_samples(x, ref, out.with_suffix(".png"), title=f"{run.config.name}: {n} samples",
-                         means=None if mix is None else mix.means)
+                         means=None if mix is None else mix.means, image_shape=run.data.image_shape)
     return x

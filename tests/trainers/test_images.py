@@ -105,3 +105,21 @@ def test_diagnostics_measure_a_conv_generator_and_discriminator(tmp_path):
     assert [r["step"] for r in rows] == [2, 4]
     for r in rows:
         assert r["steepness_median"] > 0 and r["dgrad_fake_median"] > 0
+
+
+def test_sample_and_eval_of_an_image_run(tmp_path):
+    """``api.sample`` writes image runs' samples as (n, C, H, W) (readable back as an npz image data set)
+    and ``api.evaluate`` reports the image metrics of the run's config."""
+    from scoregan import api
+    from scoregan.data import npz_images_dataset
+
+    cfg = _cfg(ROOT / "configs/images/digits-gmmn.yaml", "train.steps=2", "eval.image_metrics=true",
+               "eval.n_samples=64")
+    api.train(cfg, run_dir=tmp_path / "run")
+    x = api.sample(tmp_path / "run", n=20, out=tmp_path / "s.npz")
+    assert x.shape == (20, 64)
+    back = npz_images_dataset(str(tmp_path / "s.npz"))
+    assert back.image_shape == (1, 8, 8) and torch.allclose(back.points, x)
+    assert (tmp_path / "s.png").is_file()
+    m = api.evaluate(tmp_path / "run", n=64)
+    assert {"img_fd", "img_kid", "img_kid_se", "img_precision", "img_recall"} <= set(m) and m["img_fd"] > 0
