@@ -1,6 +1,6 @@
-"""Guidance fields ψ for the Langevin sampler: ∇ψ is added to the score, ψ (when known) to the log-density.
+"""Guidance fields ψ for the samplers: ∇ψ is added to the score, ψ (when known) to the log-density.
 
-Two kinds (docs/theory.md §10):
+Two kinds (docs/theory.md §10), both usable at a noise level σ by the diffusion samplers:
 
 - :class:`KernelGuidance`: ψ = the closed-form kernel witness between a reference data set
   y_1..y_M and the CURRENT particles x_1..x_N, recomputed at every step,
@@ -9,9 +9,12 @@ Two kinds (docs/theory.md §10):
 
   Its gradient is the MMD particle flow: the first term attracts particles to the data, the second
   (the "repulsion") spreads them apart, so together they move the particle measure toward the data.
+  At a level σ the reference is taken to that level (``noise``; :mod:`scoregan.sampling.kernel_guidance`).
 - :class:`DiscriminatorGuidance`: ψ = log r = log p_d/p_g estimated by a trained discriminator. For
   the GAN discriminators of scoregan the raw output v IS that estimate (D = sigmoid(v) and the
-  optimal logit is log r), so s_g + ∇ψ = s_d turns a generator score into a data score.
+  optimal logit is log r), so s_g + ∇ψ = s_d turns a generator score into a data score. A
+  noise-conditional discriminator D(x, σ) ≈ log p_d^σ/p_g^σ (``noise_conditional=True``) does the
+  same at every level of a diffusion sampler: s_g(x, σ) + ∇ψ(x, σ) = s_d(x, σ).
 - :class:`LatentGuidance` / :class:`PullbackGuidance`: either pulled back through a generator,
   ψ(z) = ψ_x(G(z)) (the first for a discriminator, the second for any field, a witness included).
 
@@ -23,6 +26,10 @@ Protocol used by :func:`scoregan.sampling.langevin` (any object with ``grad`` wo
   ensemble (kernel guidance); ``field.grad(y)`` / ``field.value(y)`` then evaluate ψ with the
   ensemble frozen at ``particles``. Static fields return themselves.
 - ``dim`` (optional): the dimension the field lives in, checked against the particles up front.
+
+The diffusion samplers also pass σ where ``grad`` / ``value`` / ``bind`` take it as a second
+argument (:class:`SigmaGuidance`, :mod:`scoregan.sampling.guidance_base`). The base class, the
+adapter and the kernel guidance live in their own modules and are re-exported here.
 """
 
 from __future__ import annotations
@@ -31,193 +38,21 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from scoregan._autograd import input_gradient
-from scoregan._dist import gather
-from scoregan._checks import check_choice, check_matrix
-from scoregan.objectives.kernels import Witness, kernel_witness
+from scoregan._checks import check_choice
+from scoregan.sampling.guidance_base import (
+    Guidance,
+    SigmaGuidance,
+    _float_dtype_device,
+    bind_field,
+    module_input_dim,
+    module_output_dim,
+)
+from scoregan.sampling.kernel_guidance import NOISE_MODES, KernelGuidance
 
 __all__ = ["Guidance", "KernelGuidance", "DiscriminatorGuidance", "LatentGuidance", "PullbackGuidance",
-           "module_input_dim", "module_output_dim"]
-
-
-# --------------------------------------------------------------------------------------- helpers
-def _float_dtype_device(module: Any) -> tuple[torch.dtype | None, torch.device | None]:
-    """The dtype and device of a module's first floating parameter (or buffer); (None, None) if none."""
-    if isinstance(module, nn.Module):
-        for t in (*module.parameters(), *module.buffers()):
-            if t.is_floating_point():
-                return t.dtype, t.device
-    return None, None
-
-
-def module_input_dim(module: Any) -> int | None:
-    """The feature dimension a network expects, read without calling it; ``None`` if unknown.
-
-    Uses an ``in_dim`` / ``in_features`` attribute when the module declares one, else the first
-    ``nn.Linear`` it contains when that is its first layer with parameters.
-    """
-    for attr in ("in_dim", "in_features"):
-        v = getattr(module, attr, None)
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-    if isinstance(module, nn.Module):
-        for m in module.modules():
-            if isinstance(m, nn.Linear):
-                return int(m.in_features)
-            if any(True for _ in m.parameters(recurse=False)):
-                return None  # the first layer with weights is not a Linear (a conv, an embedding): unknown
-    return None
-
-
-def module_output_dim(module: Any) -> int | None:
-    """The feature dimension a network returns, read without calling it; ``None`` if unknown."""
-    for attr in ("out_dim", "out_features"):
-        v = getattr(module, attr, None)
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-    if isinstance(module, nn.Module):
-        last = None
-        for m in module.modules():
-            if any(True for _ in m.parameters(recurse=False)):
-                last = m
-        if isinstance(last, nn.Linear):
-            return int(last.out_features)
-    return None
-
-
-def _dimension_error(argument: str, what: str, expected: int, got: int) -> ValueError:
-    return ValueError(f"{argument}: {what} has dimension {expected} but the particles have dimension {got}")
-
-
-class Guidance:
-    """Base class of the guidance fields: ψ (N,) and ∇ψ (N, d) at the particles x (N, d)."""
-
-    #: dimension of the space ψ lives in (``None``: unknown, not checked)
-    dim: int | None = None
-    #: whether :meth:`value` is available (the Metropolis correction needs it)
-    has_value: bool = True
-
-    def grad(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def bind(self, particles: torch.Tensor) -> Guidance:
-        """The field to use for one sampler step taken from ``particles``; static fields: ``self``."""
-        return self
-
-    def check(self, x: torch.Tensor, name: str = "x0") -> None:
-        """Raise ``ValueError`` if the field cannot act on particles shaped like ``x`` (N, d)."""
-        if self.dim is not None and x.shape[1] != self.dim:
-            raise ValueError(f"guidance lives in dimension {self.dim} but {name} has dimension {x.shape[1]} "
-                             f"(shape {tuple(x.shape)})")
-
-
-# ------------------------------------------------------------------------------ kernel witness
-class _BoundWitness(Guidance):
-    """A :class:`~scoregan.objectives.kernels.Witness` as a guidance field: ψ = D̂ (N,), ∇ψ = ∇D̂ (N, d)."""
-
-    def __init__(self, owner: KernelGuidance, witness: Witness):
-        self._owner, self._witness = owner, witness
-        self.dim = witness.dim
-
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        o = self._owner
-        return self._witness.like(x).grad(x, backend=o.backend, precision=o.precision)
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        return self._witness.like(x).value(x)
-
-
-class KernelGuidance(Guidance):
-    """ψ = kernel witness between ``reference`` (M, d) and the current particles (N, d).
-
-        ψ(x) = Σ_j a_j k(x, y_j) − (1/N) Σ_i k(x, x_i)          (the second term only if ``repulsion``)
-        ∇ψ(x) = kernel.witness_grad(x, [y; x_1..x_N], [a; −1/N])    (N, d)
-
-    Args:
-        kernel: a ``scoregan.objectives.kernel(...)`` object (``witness``, ``witness_grad``).
-        reference: (M, d) reference samples (the data).
-        reference_weights: (M,) non-negative weights a_j, normalised to sum to one; uniform if None.
-        repulsion: keep the particle term (the MMD flow); ``False`` keeps only the attraction
-            Σ_j a_j k(x, y_j) (a kernel density ascent that collapses onto the modes).
-        backend, precision: passed through to ``kernel.witness_grad`` (e.g. ``backend="triton"``
-            for the fused CUDA kernel, ``precision="tf32"`` for tensor cores).
-
-    The gradient is taken in the evaluation point only, with the ensemble frozen during a step
-    (:meth:`bind`), which is the particle discretisation of the Wasserstein gradient flow of
-    MMD²/2 (scaled by the guidance scale). A data-dependent kernel parameter (a median bandwidth)
-    is fixed at each :meth:`bind` from the pooled [reference; particles].
-    """
-
-    def __init__(self, kernel: Any, reference: torch.Tensor, *, reference_weights: torch.Tensor | None = None,
-                 repulsion: bool = True, backend: str = "auto", precision: str = "ieee") -> None:
-        for attr in ("witness", "witness_grad"):
-            if not callable(getattr(kernel, attr, None)):
-                raise ValueError(f"kernel must provide {attr}(x, centres, weights) (a scoregan.objectives.kernel "
-                                 f"object), got {type(kernel).__name__}")
-        check_matrix("reference", reference)
-        if not reference.is_floating_point() or reference.shape[0] < 1:
-            raise ValueError(f"reference must be a non-empty floating (M, d) tensor, got dtype {reference.dtype} "
-                             f"and shape {tuple(reference.shape)}")
-        if reference_weights is None:
-            a = torch.full((reference.shape[0],), 1.0 / reference.shape[0], dtype=reference.dtype,
-                           device=reference.device)
-        else:
-            a = torch.as_tensor(reference_weights, dtype=reference.dtype, device=reference.device)
-            if a.shape != (reference.shape[0],):
-                raise ValueError(f"reference_weights must have shape (M,) = ({reference.shape[0]},), "
-                                 f"got shape {tuple(a.shape)}")
-            if bool((a < 0).any()) or not bool(torch.isfinite(a).all()) or float(a.sum()) <= 0:
-                raise ValueError("reference_weights must be finite, non-negative and not all zero")
-            a = a / a.sum()
-        if not isinstance(repulsion, bool):
-            raise ValueError(f"repulsion must be True or False, got {repulsion!r}")
-        self.kernel = kernel
-        self.reference = reference.detach()
-        self.reference_weights = a
-        self.repulsion = repulsion
-        self.backend = backend
-        self.precision = precision
-        self.dim = int(reference.shape[1])
-        self._converted: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _reference_like(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reference, weights) in x's device and dtype, converted once per (device, dtype)."""
-        key = (x.device, x.dtype)
-        if key not in self._converted:
-            self._converted[key] = (self.reference.to(x), self.reference_weights.to(x))
-        return self._converted[key]
-
-    def bind(self, particles: torch.Tensor) -> Guidance:
-        """The witness with the ensemble frozen at ``particles`` (N, d): centres [y; x], weights [a; −1/N]."""
-        self.check(particles, "particles")
-        y, a = self._reference_like(particles)
-        # one kernel for this step's field, resolved from [reference; particles]
-        # every rank's particles repel (data parallel sampling): the ensemble is the whole sample
-        witness = kernel_witness(self.kernel, y, gather(particles.detach()), a, negative_centres=self.repulsion,
-                                 names=("reference", "particles"))
-        return _BoundWitness(self, witness)
-
-    def check(self, x: torch.Tensor, name: str = "x0") -> None:
-        if x.shape[1] != self.dim:
-            raise ValueError(f"reference has dimension {self.dim} but {name} has dimension {x.shape[1]} "
-                             f"(shapes {tuple(self.reference.shape)} and {tuple(x.shape)})")
-
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        """∇ψ(x) (N, d) with x itself as the particle ensemble."""
-        return self.bind(x).grad(x)
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        """ψ(x) (N,) with x itself as the particle ensemble."""
-        return self.bind(x).value(x)
-
-    def __repr__(self) -> str:
-        return (f"KernelGuidance(kernel={self.kernel!r}, reference=({self.reference.shape[0]}, {self.dim}), "
-                f"repulsion={self.repulsion}, backend={self.backend!r}, precision={self.precision!r})")
+           "SigmaGuidance", "NOISE_MODES", "bind_field", "module_input_dim", "module_output_dim"]
 
 
 # ------------------------------------------------------------------------ trained discriminator
@@ -241,6 +76,10 @@ class DiscriminatorGuidance(Guidance):
               least-squares GAN's optimum D = p_d/(p_d + p_g)); outputs outside (0, 1) are clamped
               to [ε, 1 − ε] (ε the dtype's epsilon), where ψ is flat.
         divergence: a ``scoregan.objectives.divergence(name)`` object; required for ``link="fgan"``.
+        noise_conditional: the discriminator takes (x (N, d), σ) ↦ (N,) or (N, 1), a noise- (or
+            time-) conditional network estimating log p_d^σ/p_g^σ; σ (a float, a 0-d or an (N,)
+            tensor, moved to the network's dtype and device) is then required by :meth:`grad` and
+            :meth:`value`. Without it σ is accepted and ignored (one log-ratio at every level).
 
     An IPM critic (WGAN-GP, MMD-GAN) does not estimate log r; used here with ``link="logit"`` its
     gradient still transports particles toward the data (as in discriminator optimal transport),
@@ -250,8 +89,8 @@ class DiscriminatorGuidance(Guidance):
     particles' dtype and device. No graph is kept and no parameter gradient is accumulated.
     """
 
-    def __init__(self, discriminator: Callable[[torch.Tensor], torch.Tensor], *, link: str = "logit",
-                 divergence: Any | None = None) -> None:
+    def __init__(self, discriminator: Callable[..., torch.Tensor], *, link: str = "logit",
+                 divergence: Any | None = None, noise_conditional: bool = False) -> None:
         if not callable(discriminator):
             raise ValueError(f"discriminator must be an nn.Module or a callable x (N, d) -> (N,), "
                              f"got {type(discriminator).__name__}")
@@ -269,6 +108,9 @@ class DiscriminatorGuidance(Guidance):
                                  f"(log_ratio(activation(v)) != v): its raw output is not log r")
         elif divergence is not None:
             raise ValueError(f"divergence is only used with link='fgan', got link={link!r}")
+        if not isinstance(noise_conditional, bool):
+            raise ValueError(f"noise_conditional must be True or False, got {noise_conditional!r}")
+        self.noise_conditional = noise_conditional
         self.discriminator = discriminator
         self.link = link
         self.divergence = divergence
@@ -276,9 +118,17 @@ class DiscriminatorGuidance(Guidance):
         self._dtype, self._device = _float_dtype_device(discriminator)
 
     # -- ψ as a differentiable function of the network input
-    def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """The discriminator's raw output v(x) as (N,), in the network's dtype."""
-        v = self.discriminator(x)
+    def _net_sigma(self, sigma: Any, x: torch.Tensor) -> Any:
+        """σ for the network: required when noise-conditional, in the network's dtype and device."""
+        if sigma is None:
+            raise ValueError("sigma is required: the discriminator is noise-conditional (noise_conditional=True)")
+        if isinstance(sigma, torch.Tensor):
+            return sigma.detach().to(dtype=x.dtype, device=x.device)
+        return sigma
+
+    def raw(self, x: torch.Tensor, sigma: Any = None) -> torch.Tensor:
+        """The discriminator's raw output v(x[, σ]) as (N,), in the network's dtype."""
+        v = self.discriminator(x, self._net_sigma(sigma, x)) if self.noise_conditional else self.discriminator(x)
         if not isinstance(v, torch.Tensor):
             raise ValueError(f"discriminator must return a tensor, got {type(v).__name__}")
         if v.ndim == 2 and v.shape[1] == 1:
@@ -288,9 +138,9 @@ class DiscriminatorGuidance(Guidance):
                              f"it returned shape {tuple(v.shape)}")
         return v
 
-    def log_ratio(self, x: torch.Tensor) -> torch.Tensor:
-        """ψ(x) = estimated log p_d(x)/p_g(x) as (N,), differentiable in x (network dtype)."""
-        v = self.raw(x)
+    def log_ratio(self, x: torch.Tensor, sigma: Any = None) -> torch.Tensor:
+        """ψ(x[, σ]) = estimated log p_d^σ(x)/p_g^σ(x) as (N,), differentiable in x (network dtype)."""
+        v = self.raw(x, sigma)
         if self.link == "probability":  # clamped into (0, 1): an unconstrained (least-squares) output may leave it
             eps = torch.finfo(v.dtype).eps
             v = v.clamp(eps, 1.0 - eps)
@@ -310,21 +160,27 @@ class DiscriminatorGuidance(Guidance):
         # Unknown architecture: one evaluation on two rows (no gradient) tells us.
         try:
             with torch.no_grad():
-                self.raw(self._net_input(x[:2]))
+                xi = self._net_input(x[:2])
+                self.raw(xi, torch.ones((), dtype=xi.dtype, device=xi.device) if self.noise_conditional else None)
         except (RuntimeError, ValueError) as exc:
             raise ValueError(f"discriminator cannot be applied to {name} of shape {tuple(x.shape)}: {exc}") from exc
 
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        """ψ(x) (N,) in x's dtype and device."""
+    def value(self, x: torch.Tensor, sigma: Any = None) -> torch.Tensor:
+        """ψ(x[, σ]) (N,) in x's dtype and device (σ used only when noise-conditional)."""
+        sigma = sigma if self.noise_conditional else None
         with torch.no_grad():
-            return self.log_ratio(self._net_input(x)).to(dtype=x.dtype, device=x.device)
+            return self.log_ratio(self._net_input(x), sigma).to(dtype=x.dtype, device=x.device)
 
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        """∇ψ(x) (N, d) by autograd (ψ is per-sample, so the gradient of Σ_n ψ(x_n) is row-wise)."""
-        return input_gradient(self.log_ratio, self._net_input(x)).to(dtype=x.dtype, device=x.device)
+    def grad(self, x: torch.Tensor, sigma: Any = None) -> torch.Tensor:
+        """∇ψ(x[, σ]) (N, d) by autograd (ψ is per-sample, so the gradient of Σ_n ψ(x_n) is row-wise)."""
+        sigma = sigma if self.noise_conditional else None
+        return input_gradient(lambda xi: self.log_ratio(xi, sigma), self._net_input(x)).to(dtype=x.dtype,
+                                                                                           device=x.device)
 
     def __repr__(self) -> str:
-        return f"DiscriminatorGuidance({type(self.discriminator).__name__}, link={self.link!r}, dim={self.dim})"
+        cond = ", noise_conditional=True" if self.noise_conditional else ""
+        return (f"DiscriminatorGuidance({type(self.discriminator).__name__}, link={self.link!r}, dim={self.dim}"
+                f"{cond})")
 
 
 class LatentGuidance(Guidance):
@@ -345,6 +201,9 @@ class LatentGuidance(Guidance):
         self.generator_net = generator_net
         self.discriminator = (discriminator if isinstance(discriminator, DiscriminatorGuidance)
                               else DiscriminatorGuidance(discriminator))
+        if self.discriminator.noise_conditional:
+            raise ValueError("discriminator: latent guidance has no noise level; give a discriminator of x alone "
+                             "(noise_conditional=False)")
         self.dim = module_input_dim(generator_net)
         self._dtype, self._device = _float_dtype_device(generator_net)
 

@@ -20,7 +20,7 @@ TINY = ["tracking.mode=disabled", "train.progress=false", "eval.figures=false", 
         "eval.image_metrics=false", "train.batch_size=16", "model.conv.width=8", "model.unet.channels=8",
         "model.unet.groups=4", "model.unet.attention=false", "train.threads=1", "train.log_every=1"]
 PER_TRAINER = {"score-gan": ["trainer.data_score_steps=4", "trainer.score_warmup=2", "trainer.data_score_cache=null"],
-               "cfm": ["trainer.solver=euler", "trainer.ode_steps=4"],
+               "cfm": ["trainer.solver=euler", "trainer.ode_steps=4"], "dsm": ["trainer.sample_steps=2"],
                "ot-cfm": ["trainer.solver=euler", "trainer.ode_steps=4"]}
 
 
@@ -32,7 +32,7 @@ def _cfg(path, *extra):
 def test_there_is_an_image_config_for_every_trainer_on_every_dataset():
     names = {p.stem.removeprefix("digits-") for p in CONFIGS}
     assert names == {"nsgan", "sgan", "lsgan", "hinge", "fgan", "wgan-gp", "mmd-gan", "gmmn", "score-gan",
-                     "kernel-flow", "cfm", "ot-cfm"}
+                     "kernel-flow", "cfm", "ot-cfm", "dsm"}
     for ds in ("mnist", "cifar10"):
         assert {p.stem.removeprefix(f"{ds}-") for p in (ROOT / "configs/images").glob(f"{ds}-*.yaml")} == names
         for p in (ROOT / "configs/images").glob(f"{ds}-*.yaml"):
