@@ -10,7 +10,7 @@ level too, one of (``noise``):
 
 - ``"none"``: the clean reference, whatever σ (the σ-free witness);
 - ``"perturb"``: the reference perturbed once and for all, y_j + σ ε_j with ε (M, d) ~ N(0, I)
-  drawn at construction from ``noise_seed``: a one-sample estimate of the witness between p_d^σ
+  drawn once from ``noise_seed`` (on first use): a one-sample estimate of the witness between p_d^σ
   and the particles (a median bandwidth then resolves from the perturbed pool, growing with σ);
 - ``"bandwidth"`` (Gaussian kernels): the exact expectation over that perturbation. For
   k_h(x, y) = exp(−‖x − y‖²/(2h²)) in R^d,
@@ -22,7 +22,7 @@ level too, one of (``noise``):
   (h² + 2σ² would be the smoothed kernel between two perturbed points, i.e. the MMD of the clean
   laws; here only the reference is clean.)
 
-With σ = None (the Langevin sampler) every option is the σ-free witness.
+With σ = None (the Langevin sampler) or σ = 0 every option is the σ-free witness.
 """
 
 from __future__ import annotations
@@ -34,10 +34,15 @@ import torch
 
 from scoregan._checks import check_choice, check_int, check_matrix
 from scoregan._dist import gather
-from scoregan.objectives.kernels import GaussianKernel, Witness, kernel_witness, resolve_kernel
+from scoregan.objectives.kernels import (
+    GaussianKernel,
+    Witness,
+    kernel_witness,
+    resolve_kernel,
+)
 from scoregan.sampling.guidance_base import Guidance
 
-__all__ = ["KernelGuidance", "NOISE_MODES"]
+__all__ = ["NOISE_MODES", "KernelGuidance"]
 
 #: How :class:`KernelGuidance` takes the data side to a noise level σ (module doc).
 NOISE_MODES: tuple[str, ...] = ("none", "perturb", "bandwidth")
@@ -47,10 +52,13 @@ def _sigma_value(sigma: Any) -> float | None:
     """σ as a float (None, or 0 for no noise); ValueError for a non-scalar σ."""
     if sigma is None:
         return None
-    t = torch.as_tensor(sigma).detach()
-    if t.numel() != 1:
-        raise ValueError(f"sigma must be a scalar for kernel guidance, got shape {tuple(t.shape)}")
-    value = float(t)
+    if isinstance(sigma, torch.Tensor):
+        if sigma.numel() != 1:
+            raise ValueError(f"sigma must be a scalar for kernel guidance, got shape {tuple(sigma.shape)}")
+        sigma = sigma.item()
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
+        raise ValueError(f"sigma must be a number or a one-element tensor, got {sigma!r}")
+    value = float(sigma)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {value!r}")
     return value
@@ -101,9 +109,10 @@ class KernelGuidance(Guidance):
             for the fused CUDA kernel, ``precision="tf32"`` for tensor cores).
         noise: ``"perturb"`` (default), ``"bandwidth"`` (Gaussian kernels only) or ``"none"``: how
             the reference is taken to the level σ that the diffusion samplers pass; without σ (the
-            Langevin sampler, ``grad(x)``) all three are the σ-free witness. ``"perturb"`` is the
-            default: it works for every kernel and guided the diffusion samplers of the tests closest
-            to the data (tests/sampling/test_diffusion.py).
+            Langevin sampler, ``grad(x)``) all three are the σ-free witness, so the default changes
+            nothing there. ``"perturb"`` is the default because it fits every kernel and targets the
+            right law at level σ (p_d^σ, not the clean p_d); in tests/sampling/test_diffusion.py it
+            ties with ``"bandwidth"`` and was more robust than ``"none"`` under strong guidance.
         noise_seed: the seed of the fixed perturbation ε (M, d) of ``noise="perturb"``.
 
     The gradient is taken in the evaluation point only, with the ensemble frozen during a step
@@ -150,30 +159,37 @@ class KernelGuidance(Guidance):
         self.noise = noise
         self.noise_seed = noise_seed
         self.dim = int(reference.shape[1])
-        self._eps: torch.Tensor | None = None
-        if noise == "perturb":
-            eps = torch.randn(reference.shape, generator=torch.Generator().manual_seed(noise_seed), dtype=torch.float64)
-            self._eps = eps.to(dtype=reference.dtype, device=reference.device)
-        self._converted: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
+        self._converted: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._eps: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
-    def _reference_like(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(reference, weights[, ε]) in x's device and dtype, converted once per (device, dtype)."""
+    def _reference_like(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reference, weights) in x's device and dtype, converted once per (device, dtype)."""
         key = (x.device, x.dtype)
         if key not in self._converted:
-            extra = () if self._eps is None else (self._eps.to(x),)
-            self._converted[key] = (self.reference.to(x), self.reference_weights.to(x), *extra)
+            self._converted[key] = (self.reference.to(x), self.reference_weights.to(x))
         return self._converted[key]
+
+    def perturbation(self, like: torch.Tensor | None = None) -> torch.Tensor:
+        """The fixed ε (M, d) ~ N(0, I) of ``noise="perturb"``: drawn in float64 on the CPU from
+        ``noise_seed`` on first use (σ-free use never draws it), then in ``like``'s dtype and device."""
+        like = self.reference if like is None else like
+        key = (like.device, like.dtype)
+        if key not in self._eps:
+            eps = torch.randn(tuple(self.reference.shape), generator=torch.Generator().manual_seed(self.noise_seed),
+                              dtype=torch.float64)
+            self._eps[key] = eps.to(like)
+        return self._eps[key]
 
     def bind(self, particles: torch.Tensor, sigma: float | torch.Tensor | None = None) -> Guidance:
         """The witness with the ensemble frozen at ``particles`` (N, d), the reference at level σ
         (module doc): centres [ỹ; x], weights [a; −1/N]."""
         self.check(particles, "particles")
         s = _sigma_value(sigma)
-        y, a, *eps = self._reference_like(particles)
+        y, a = self._reference_like(particles)
         # every rank's particles repel (data parallel sampling): the ensemble is the whole sample
         ens = gather(particles.detach())
         if s and self.noise == "perturb":
-            y = y + s * eps[0]
+            y = y + s * self.perturbation(particles)
         if s and self.noise == "bandwidth":
             k0 = resolve_kernel(self.kernel, ens, y)  # h0 from [reference; particles], as without σ
             parts = [Witness(smoothed_gaussian(k0, s, self.dim), y, a)]
