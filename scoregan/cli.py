@@ -21,6 +21,7 @@ from scoregan._dist import world
 from scoregan.experiment.bench_toy import add_arguments, run_from_args
 from scoregan.experiment.config import load_config
 from scoregan.experiment.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
+from scoregan.experiment.diffusion import DIFFUSION_SAMPLERS, GUIDANCES, diffusion_from_run
 from scoregan.experiment.guided import langevin_from_run
 from scoregan.schema import SEED_MAX, to_dict
 
@@ -116,6 +117,10 @@ LANGEVIN_DEFAULTS = {"space": None, "steps": 100, "step_size": 1e-2, "mala": Fal
 
 def _cmd_sample(a: argparse.Namespace) -> int:
     check_writable(a.out, "--out")
+    if a.sampler is not None:
+        return _sample_diffusion(a)
+    if a.guidance is not None or a.bank is not None:
+        raise ValueError("--guidance and --bank act with --sampler (a score-model run); GAN runs: --langevin")
     given = [k for k in LANGEVIN_DEFAULTS if getattr(a, k) is not None] + (["eval"] if a.eval is not None else [])
     if not a.langevin and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
@@ -129,6 +134,18 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         return 0
     x = api.sample(a.run_dir, n=a.n, out=a.out, seed=a.seed, checkpoint=a.checkpoint)
     print(f"wrote {x.shape[0]} samples of dimension {x.shape[1]} to {a.out} (array 'x') and {os.path.splitext(a.out)[0]}.png")
+    return 0
+
+
+def _sample_diffusion(a: argparse.Namespace) -> int:
+    """``scoregan sample RUN --sampler ...``: a score-model run through the diffusion samplers."""
+    if a.langevin or a.space is not None or a.step_size is not None or a.mala is not None:
+        raise ValueError("--langevin, --space, --step-size and --mala belong to GAN refinement, not to --sampler")
+    _, report = diffusion_from_run(a.run_dir, n=a.n, seed=a.seed, sampler=a.sampler, steps=a.steps or 18,
+                                   guidance=a.guidance or "none", guidance_scale=1.0 if a.guidance_scale is None
+                                   else a.guidance_scale, bank=a.bank or 1024, out=a.out, checkpoint=a.checkpoint,
+                                   evaluate=bool(a.eval))
+    print(_metrics_table({k: v for k, v in report.items() if isinstance(v, (int, float, str))}))
     return 0
 
 
@@ -200,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="metrics before and after: by default the cheap ones (sliced W2, MMD², energy, Fréchet "
                          "distance, mode statistics); --eval adds exact W2 (O(n³), the slow part at large n); "
                          "--no-eval skips them all")
+    df = s.add_argument_group("diffusion sampling (a score-model run: trainer dsm); --steps, --guidance-scale and "
+                              "--eval apply too")
+    df.add_argument("--sampler", choices=DIFFUSION_SAMPLERS, default=None,
+                    help="heun: the probability-flow ODE (EDM's Heun steps, 2·steps−1 NFE); sde: the reverse SDE; "
+                         "pc: predictor-corrector; langevin: annealed Langevin on the same noise levels")
+    df.add_argument("--guidance", choices=GUIDANCES, default=None,
+                    help="kernel: the closed-form witness of a Gaussian kernel (median bandwidth) between --bank real "
+                         "points perturbed to the sampler's noise level and the particles, weight "
+                         "λ(σ) = guidance_scale·σ_data²/σ²")
+    df.add_argument("--bank", type=int, default=None, help="real points in the kernel guidance's bank (default 1024)")
     s.set_defaults(fn=_cmd_sample)
 
     b = sub.add_parser("bench", help="benchmarks that print a table", description="Benchmarks that print a "
