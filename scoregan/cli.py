@@ -119,8 +119,9 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     check_writable(a.out, "--out")
     if a.sampler is not None:
         return _sample_diffusion(a)
-    if a.guidance is not None or a.bank is not None:
-        raise ValueError("--guidance and --bank act with --sampler (a score-model run); GAN runs: --langevin")
+    if a.guidance is not None or a.bank is not None or a.guidance_run is not None:
+        raise ValueError("--guidance, --guidance-run and --bank act with --sampler (a score-model run); "
+                         "GAN runs: --langevin")
     given = [k for k in LANGEVIN_DEFAULTS if getattr(a, k) is not None] + (["eval"] if a.eval is not None else [])
     if not a.langevin and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
@@ -144,7 +145,7 @@ def _sample_diffusion(a: argparse.Namespace) -> int:
     _, report = diffusion_from_run(a.run_dir, n=a.n, seed=a.seed, sampler=a.sampler, steps=a.steps or 18,
                                    guidance=a.guidance or "none", guidance_scale=1.0 if a.guidance_scale is None
                                    else a.guidance_scale, bank=a.bank or 1024, out=a.out, checkpoint=a.checkpoint,
-                                   evaluate=bool(a.eval))
+                                   evaluate=bool(a.eval), guidance_run=a.guidance_run)
     print(_metrics_table({k: v for k, v in report.items() if isinstance(v, (int, float, str))}))
     return 0
 
@@ -225,7 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--guidance", choices=GUIDANCES, default=None,
                     help="kernel: the closed-form witness of a Gaussian kernel (median bandwidth) between --bank real "
                          "points perturbed to the sampler's noise level and the particles, weight "
-                         "λ(σ) = guidance_scale·σ_data²/σ²")
+                         "λ(σ) = guidance_scale·σ_data²/σ²; discriminator: ∇ₓ D(x, σ) of the noise-conditional "
+                         "discriminator of --guidance-run (Kim et al. 2022), weight guidance_scale")
+    df.add_argument("--guidance-run", default=None, metavar="DG_RUN",
+                    help="run directory of a dg run trained against this score run (--guidance discriminator)")
     df.add_argument("--bank", type=int, default=None, help="real points in the kernel guidance's bank (default 1024)")
     s.set_defaults(fn=_cmd_sample)
 

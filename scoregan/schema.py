@@ -18,7 +18,7 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -31,6 +31,7 @@ from scoregan.schema_models import ConvConfig, ModelConfig, NetConfig, UNetConfi
 
 __all__ = [
     "ConfigError",
+    "ConvConfig",
     "DEFAULT_TRAINER",
     "DIAGNOSTIC_STOPPING_SIGNALS",
     "DataConfig",
@@ -53,6 +54,7 @@ __all__ = [
     "TrackingConfig",
     "TrainConfig",
     "TrainerConfig",
+    "UNetConfig",
     "apply_overrides",
     "build_config",
     "deep_merge",

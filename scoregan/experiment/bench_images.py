@@ -33,7 +33,7 @@ from scoregan.plotting import image_grid
 
 DATASETS = ("digits", "mnist", "fashion", "cifar10")
 TRAINERS = ("nsgan", "sgan", "lsgan", "hinge", "fgan", "wgan-gp", "mmd-gan", "gmmn", "score-gan", "kernel-flow",
-            "cfm", "ot-cfm", "dsm")
+            "cfm", "ot-cfm", "dsm")  # not dg: it trains on a dsm run's samples (configs/images/*-dg.yaml)
 #: the families the acceptance runs with three seeds
 MULTI_SEED = ("nsgan", "wgan-gp", "score-gan", "kernel-flow", "cfm")
 METRICS = ("fd", "kid", "precision", "recall")

@@ -1,4 +1,4 @@
-"""Diffusion sampling from a trained score model (a ``dsm`` run), unguided or kernel-guided.
+"""Diffusion sampling from a trained score model (a ``dsm`` run): unguided, kernel- or discriminator-guided.
 
     x_K = σ_max ε,   then a sampler of :mod:`scoregan.sampling` down the EDM grid σ_max … σ_min, 0
     on the score s(x, σ) + λ(σ) ∇ψ_σ(x),   ψ_σ the kernel witness between a bank of real points
@@ -7,7 +7,10 @@
 (the witness gradient of a Gaussian kernel is O(1/h²) with h ~ the data spacing while the score at
 level σ is O(1/σ): the 1/σ² weight lets guidance matter where the score model is least accurate, at
 the small noise levels, and fade where the data are still a blur). ``langevin`` runs the annealed
-Langevin sampler on the same levels (guidance there is the σ-free witness). The report holds the NFE,
+Langevin sampler on the same levels (guidance there is the σ-free witness). ``discriminator`` guidance
+(Kim et al. 2022) adds λ ∇ₓ D(x, σ), D the noise-conditional discriminator of a ``dg`` run
+(``guidance_run``) trained against THIS score run: logit D* = log p_d^σ − log p_θ^σ, so s_θ + ∇D* is
+the data score at every level (constant λ = guidance_scale). The report holds the NFE,
 the wall time and, with ``evaluate``, the metrics of :func:`scoregan.experiment.evaluation.compare_to_target`
 (the image metrics on image data sets).
 """
@@ -24,17 +27,19 @@ import torch
 
 from scoregan.data import ImageDataset
 from scoregan.experiment.evaluation import compare_to_target
-from scoregan.experiment.runs import load_run
+from scoregan.experiment.runs import Run, load_run
 from scoregan.objectives import kernel
 from scoregan.plotting import plot_samples
-from scoregan.sampling import KernelGuidance, edm_sigmas, langevin, sample_heun, sample_pc, sample_sde
+from scoregan.sampling import (DiscriminatorGuidance, KernelGuidance, edm_sigmas, langevin, sample_heun, sample_pc,
+                               sample_sde)
 
 SAMPLERS = {"heun": sample_heun, "sde": sample_sde, "pc": sample_pc}
 DIFFUSION_SAMPLERS = (*SAMPLERS, "langevin")
-GUIDANCES = ("none", "kernel")
+GUIDANCES = ("none", "kernel", "discriminator")
 
 
-def check_options(*, n: int, sampler: str, steps: int, guidance: str, guidance_scale: float, bank: int) -> None:
+def check_options(*, n: int, sampler: str, steps: int, guidance: str, guidance_scale: float, bank: int,
+                  guidance_run: str | Path | None = None) -> None:
     """One line naming the option for each bad value, before any work."""
     if n < 1:
         raise ValueError(f"--n {n}: must be >= 1")
@@ -48,14 +53,34 @@ def check_options(*, n: int, sampler: str, steps: int, guidance: str, guidance_s
         raise ValueError(f"--guidance-scale {guidance_scale}: must be a finite number >= 0")
     if bank < 2:
         raise ValueError(f"--bank {bank}: must be >= 2")
+    if guidance == "discriminator" and guidance_run is None:
+        raise ValueError("--guidance discriminator needs --guidance-run DG_RUN (a dg run trained on this score run)")
+    if guidance_run is not None and guidance != "discriminator":
+        raise ValueError(f"--guidance-run {str(guidance_run)!r} acts only with --guidance discriminator")
+    if guidance == "discriminator" and sampler == "langevin":
+        raise ValueError("--guidance discriminator: use --sampler heun, sde or pc (its D is noise-conditional)")
+
+
+def discriminator_guide(guidance_run: str | Path, score: Run) -> DiscriminatorGuidance:
+    """The guidance ∇ₓ D(x, σ) of the ``dg`` run ``guidance_run``; a one-line ValueError unless that run was
+    trained against the score run ``score`` (the same resolved directory); its last checkpoint."""
+    where = f"--guidance-run {str(guidance_run)!r}"
+    g = load_run(guidance_run)
+    if g.config.trainer.name != "dg":
+        raise ValueError(f"{where}: a {g.config.trainer.name!r} run, not a discriminator-guidance run (trainer dg)")
+    trained_on = Path(g.config.trainer.score_run).resolve()
+    if trained_on != Path(score.run_dir).resolve():
+        raise ValueError(f"{where}: trained against score run {str(trained_on)!r}, not {str(score.run_dir)!r}")
+    return g.rule.guidance()
 
 
 def diffusion_from_run(run_dir: str | Path, *, n: int, seed: int = 0, sampler: str = "heun", steps: int = 18,
                        guidance: str = "none", guidance_scale: float = 1.0, bank: int = 1024,
                        out: str | Path | None = None, checkpoint: str = "last", evaluate: bool = False,
-                       ) -> tuple[torch.Tensor, dict[str, Any]]:
+                       guidance_run: str | Path | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """``n`` samples of a score-model run (``trainer.name: dsm``) and their report (module doc)."""
-    check_options(n=n, sampler=sampler, steps=steps, guidance=guidance, guidance_scale=guidance_scale, bank=bank)
+    check_options(n=n, sampler=sampler, steps=steps, guidance=guidance, guidance_scale=guidance_scale, bank=bank,
+                  guidance_run=guidance_run)
     run = load_run(run_dir, checkpoint=checkpoint)
     rule = run.rule
     if not callable(getattr(rule, "score", None)) or run.config.trainer.name != "dsm":
@@ -73,6 +98,8 @@ def diffusion_from_run(run_dir: str | Path, *, n: int, seed: int = 0, sampler: s
         ref = run.data.sample(bank, generator=torch.Generator().manual_seed(seed + 7)).to(device, dtype)
         guide = KernelGuidance(kernel("gaussian", bandwidth="median"), ref,
                                **({} if sampler == "langevin" else {"noise": "perturb", "noise_seed": seed + 11}))
+    elif guidance == "discriminator":
+        guide = discriminator_guide(guidance_run, run)
     rule.train(False)
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -83,7 +110,8 @@ def diffusion_from_run(run_dir: str | Path, *, n: int, seed: int = 0, sampler: s
                                generator=g, return_info=True)
             nfe = len(levels) + 1
         else:
-            scale = (lambda s: guidance_scale * c.sigma_data**2 / float(s) ** 2) if guide is not None else 1.0
+            scale = (lambda s: guidance_scale * c.sigma_data**2 / float(s) ** 2) if guidance == "kernel" else \
+                guidance_scale if guide is not None else 1.0
             x, info = SAMPLERS[sampler](rule.score, x0, sigmas, guidance=guide, guidance_scale=scale, generator=g,
                                         return_info=True)
             nfe = info.nfe
@@ -92,6 +120,8 @@ def diffusion_from_run(run_dir: str | Path, *, n: int, seed: int = 0, sampler: s
     report: dict[str, Any] = {"sampler": sampler, "steps": steps, "nfe": int(nfe), "guidance": guidance,
                               "guidance_scale": guidance_scale, "bank": bank if guide is not None else 0,
                               "seed": seed, "n": n, "sample_wall_s": wall}
+    if guidance_run is not None:
+        report["guidance_run"] = str(Path(guidance_run).resolve())
     if evaluate:
         metrics, _ = compare_to_target(x, run.data, reference_seed=seed + 1, metric_seed=seed + 2,
                                        distances=run.config.eval.distances,

@@ -1,8 +1,8 @@
 """Run directories: building a config's update rule, loading its weights, reading a run back.
 
 A run directory holds ``config.yaml`` and ``checkpoints/<name>.pt``. :func:`build_rule` is the one
-place that turns a config into a built update rule (the registry's class, and the source generator
-of ``trainer.source_run`` when the rule starts from one); :func:`load_rule_state` puts a
+place that turns a config into a built update rule (the registry's class, the source generator of
+``trainer.source_run`` and the score model of ``trainer.score_run``); :func:`load_rule_state` puts a
 checkpoint's weights into it, naming every mismatch in one line. The loop and :func:`load_run` both
 use them.
 """
@@ -21,7 +21,7 @@ from scoregan.data import Dataset, make_dataset
 from scoregan.experiment.config import load_config
 from scoregan.experiment.finite import describe, nonfinite_state
 from scoregan.schema import ExperimentConfig, to_dict
-from scoregan.trainers import SourceGenerator, UpdateRule, get_rule
+from scoregan.trainers import ScoreSource, SourceGenerator, UpdateRule, get_rule
 
 
 @dataclass
@@ -70,10 +70,26 @@ def _source_generator(cfg: ExperimentConfig, device: torch.device) -> SourceGene
     return SourceGenerator(run.sampling_generator, run.latent_dim, run.data.dim)
 
 
+def _score_source(cfg: ExperimentConfig, device: torch.device) -> ScoreSource | None:
+    """The trained score model of ``trainer.score_run`` (the ``dg`` rule), if the config names one."""
+    score_run = getattr(cfg.trainer, "score_run", None)
+    if score_run is None:
+        return None
+    with torch.random.fork_rng(devices=[]):  # building that run's networks leaves this run's seed stream alone
+        try:
+            run = load_run(score_run, device=device)
+        except CheckpointError as exc:
+            raise CheckpointError(f"trainer.score_run: {exc}") from None
+    return ScoreSource(run.rule, str(run.run_dir))
+
+
 def build_rule(cfg: ExperimentConfig, data: Dataset, device: torch.device) -> UpdateRule:
     """The update rule ``cfg.trainer.name`` with its networks and optimisers built (seed first)."""
     rule = get_rule(cfg.trainer.name)(cfg, data, device, getattr(torch, cfg.train.dtype),
                                       source=_source_generator(cfg, device))
+    score = _score_source(cfg, device)
+    if score is not None:
+        rule.score_source = score
     rule.build()
     return rule
 

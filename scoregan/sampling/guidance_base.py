@@ -39,10 +39,11 @@ def _float_dtype_device(module: Any) -> tuple[torch.dtype | None, torch.device |
 def module_input_dim(module: Any) -> int | None:
     """The feature dimension a network expects, read without calling it; ``None`` if unknown.
 
-    Uses an ``in_dim`` / ``in_features`` attribute when the module declares one, else the first
-    ``nn.Linear`` it contains when that is its first layer with parameters.
+    Uses an ``in_dim`` / ``in_features`` / ``latent_dim`` (generators) / ``data_dim`` / ``dim`` attribute
+    when the module declares one, else the first ``nn.Linear`` it contains when that is its first layer
+    with parameters (a conditional net's first Linear may embed σ, hence the attributes first).
     """
-    for attr in ("in_dim", "in_features"):
+    for attr in ("in_dim", "in_features", "latent_dim", "data_dim", "dim"):
         v = getattr(module, attr, None)
         if isinstance(v, int) and not isinstance(v, bool):
             return v

@@ -20,6 +20,7 @@ from scoregan.trainers.adversarial import (
     SaturatingGAN,
 )
 from scoregan.trainers.base import SourceGenerator, StepContext, UpdateRule
+from scoregan.trainers.dg import DiscriminatorGuidanceRule, ScoreSource
 from scoregan.trainers.dsm import DenoisingScoreMatching
 from scoregan.trainers.flow_matching import FlowMatching, OTFlowMatching
 from scoregan.trainers.generator import GeneratorRule
@@ -27,7 +28,7 @@ from scoregan.trainers.kernel_flow import KernelFlowGAN
 from scoregan.trainers.registry import TRAINERS, get_rule, register_trainer, trainer_configs
 from scoregan.trainers.score_gan import ScoreGAN
 
-__all__ = ["AdversarialRule", "DenoisingScoreMatching", "FGAN", "FlowMatching", "GMMN", "GeneratorRule", "HingeGAN",
-           "KernelFlowGAN", "LSGAN", "MMDGAN", "NonSaturatingGAN", "OTFlowMatching", "SaturatingGAN", "ScoreGAN",
-           "SourceGenerator", "StepContext", "TRAINERS", "UpdateRule", "WGANGP", "get_rule", "register_trainer",
-           "trainer_configs"]
+__all__ = ["AdversarialRule", "DenoisingScoreMatching", "DiscriminatorGuidanceRule", "FGAN", "FlowMatching", "GMMN",
+           "GeneratorRule", "HingeGAN", "KernelFlowGAN", "LSGAN", "MMDGAN", "NonSaturatingGAN", "OTFlowMatching",
+           "SaturatingGAN", "ScoreGAN", "ScoreSource", "SourceGenerator", "StepContext", "TRAINERS", "UpdateRule",
+           "WGANGP", "get_rule", "register_trainer", "trainer_configs"]
