@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     images, runs = config_dir() / "images", Path(a.runs)
     score_run, dg_run = runs / f"{a.dataset}-dsm", runs / f"{a.dataset}-dg"
     try:
-        train(images / f"{a.dataset}-dsm.yaml", overrides=[*a.overrides, "tracking.mode=disabled"], run_dir=score_run,
+        train(images / f"{a.dataset}-dsm.yaml", overrides=a.overrides, run_dir=score_run,
               resume_if_exists=True)
         train(images / f"{a.dataset}-dg.yaml", run_dir=dg_run, resume_if_exists=True,
-              overrides=[*a.overrides, *a.dg_overrides, "tracking.mode=disabled", f"trainer.score_run={score_run.resolve()}"])
+              overrides=[*a.overrides, *a.dg_overrides, f"trainer.score_run={score_run.resolve()}"])
         run_guided_diffusion(a.dataset, score_run=score_run, dg_run=dg_run,
                              out=Path(a.out or f"docs/results/guided_diffusion/{a.dataset}"), steps=a.steps,
                              seeds=a.seeds, n=a.n, bank=a.bank, kernel_scale=a.kernel_scale,
