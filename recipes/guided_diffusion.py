@@ -23,25 +23,23 @@ os.environ.setdefault("WANDB_SILENT", "true")
 from scoregan.api import train
 from scoregan.experiment.bench_diffusion import add_arguments, run_guided_diffusion
 from scoregan.experiment.configs import config_dir
+from scoregan.experiment.recipe_cli import recipe_main
+
+
+def run(a: argparse.Namespace) -> None:
+    """Train or reuse the score and discriminator runs, then sample and tabulate."""
+    images, runs = config_dir() / "images", Path(a.runs)
+    score_run, dg_run = runs / f"{a.dataset}-dsm", runs / f"{a.dataset}-dg"
+    train(images / f"{a.dataset}-dsm.yaml", overrides=a.overrides, run_dir=score_run, resume_if_exists=True)
+    train(images / f"{a.dataset}-dg.yaml", run_dir=dg_run, resume_if_exists=True,
+          overrides=[*a.overrides, *a.dg_overrides, f"trainer.score_run={score_run.resolve()}"])
+    run_guided_diffusion(a.dataset, score_run=score_run, dg_run=dg_run,
+                         out=Path(a.out or f"docs/results/guided_diffusion/{a.dataset}"), steps=a.steps, seeds=a.seeds,
+                         n=a.n, bank=a.bank, kernel_scale=a.kernel_scale, discriminator_scale=a.discriminator_scale)
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0])).parse_args(argv)
-    images, runs = config_dir() / "images", Path(a.runs)
-    score_run, dg_run = runs / f"{a.dataset}-dsm", runs / f"{a.dataset}-dg"
-    try:
-        train(images / f"{a.dataset}-dsm.yaml", overrides=a.overrides, run_dir=score_run,
-              resume_if_exists=True)
-        train(images / f"{a.dataset}-dg.yaml", run_dir=dg_run, resume_if_exists=True,
-              overrides=[*a.overrides, *a.dg_overrides, f"trainer.score_run={score_run.resolve()}"])
-        run_guided_diffusion(a.dataset, score_run=score_run, dg_run=dg_run,
-                             out=Path(a.out or f"docs/results/guided_diffusion/{a.dataset}"), steps=a.steps,
-                             seeds=a.seeds, n=a.n, bank=a.bank, kernel_scale=a.kernel_scale,
-                             discriminator_scale=a.discriminator_scale)
-    except ValueError as exc:
-        print(f"guided_diffusion: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return recipe_main("guided_diffusion", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ sample, as Markdown + JSON, and one grid of samples per trainer. The logic is
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -19,17 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+from scoregan.experiment.recipe_cli import recipe_main
 from scoregan.experiment.bench_images import add_arguments, run_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
-    try:
-        run_from_args(p.parse_args(argv))
-    except ValueError as exc:
-        print(f"images: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return recipe_main("images", __doc__, add_arguments, run_from_args, argv)
 
 
 if __name__ == "__main__":

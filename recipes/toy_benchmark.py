@@ -16,7 +16,6 @@ targets. The logic is :func:`scoregan.experiment.bench_toy.run_toy_benchmark`.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -25,17 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+from scoregan.experiment.recipe_cli import recipe_main
 from scoregan.experiment.bench_toy import add_arguments, run_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
-    try:
-        run_from_args(p.parse_args(argv))
-    except ValueError as exc:
-        print(f"toy_benchmark: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return recipe_main("toy_benchmark", __doc__, add_arguments, run_from_args, argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,16 @@ from scoregan._checks import check_int
 from scoregan.scores import GaussianMixture
 
 
+def holdout_permutation(name: str, n: int, m: int, seed: int) -> torch.Tensor:
+    """A permutation of range(n) seeded with ``seed`` whose first ``m`` entries are held out (checked:
+    1 <= m <= n − 2, training needs two points)."""
+    check_int("data.holdout", m, minimum=1)
+    if m > n - 2:
+        raise ValueError(f"data.holdout = {m}: dataset {name!r} has {n} points; at most {n - 2} can be held "
+                         "out (training needs 2)")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
 class Dataset(ABC):
     """A target distribution on R^dim that can be sampled deterministically.
 
@@ -97,12 +107,7 @@ class ArrayDataset(Dataset):
     def hold_out(self, m: int, seed: int = 0) -> ArrayDataset:
         """Split off ``m`` points, chosen by a permutation seeded with ``seed``: the returned
         dataset trains on the other N − m points and carries the m as ``heldout`` (m, d)."""
-        n = self.points.shape[0]
-        check_int("data.holdout", m, minimum=1)
-        if m > n - 2:
-            raise ValueError(f"data.holdout = {m}: dataset {self.name!r} has {n} points; at most {n - 2} can be held "
-                             "out (training needs 2)")
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        perm = holdout_permutation(self.name, self.points.shape[0], m, seed)
         labels = self.labels
         out = ArrayDataset(self.name, self.points[perm[m:]], self._params, image_shape=self.image_shape,
                            labels=None if labels is None else labels[perm[m:]])

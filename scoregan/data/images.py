@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from scoregan._checks import check_int
-from scoregan.data.base import ArrayDataset
+from scoregan.data.base import ArrayDataset, holdout_permutation
 from scoregan.data.files import DataFileError, digits_dataset
 from scoregan.data.readers import (
     cifar10_hint,
@@ -139,12 +139,7 @@ class ImageDataset(ArrayDataset):
     def hold_out(self, m: int, seed: int = 0) -> ImageDataset:
         """Split off ``m`` images (a permutation seeded with ``seed``): trains on the other N − m, carries
         the m as ``heldout`` (m, d), ``heldout_images`` and ``heldout_labels``."""
-        n = self.n_images
-        check_int("data.holdout", m, minimum=1)
-        if m > n - 2:
-            raise ValueError(f"data.holdout = {m}: dataset {self.name!r} has {n} points; at most {n - 2} can be held "
-                             "out (training needs 2)")
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        perm = holdout_permutation(self.name, self.n_images, m, seed)
         y = self.labels
         out = self._like(self._store[perm[m:]], None if y is None else y[perm[m:]])
         out.heldout = to_unit_range(self._store[perm[:m]]).reshape(m, self.dim).contiguous()
