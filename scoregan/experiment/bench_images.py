@@ -145,7 +145,7 @@ def run_image_benchmark(dataset: str, trainers: Sequence[str], seeds: Sequence[i
             print(f"{trainer} seed {seed}: FD {row['fd']:.3f}  KID {row['kid']:.2e} ± {row['kid_se']:.1e}  "
                   f"P {row['precision']:.3f}  R {row['recall']:.3f}  {row['train_wall_s']:.0f} s  NFE {row['nfe']}",
                   flush=True)
-            if seed == chosen[0]:
+            if seed == min(r["seed"] for r in rows if r["trainer"] == trainer):  # the grid shows the first seed
                 save_grid(x, shape, out / f"{trainer}.png", f"{dataset} · {trainer} · seed {seed}")
             payload = {"dataset": dataset, "rows": rows, "summary": summarise(rows), "overrides": list(overrides)}
             save_json_atomic(payload, json_path)
