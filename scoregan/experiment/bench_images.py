@@ -94,7 +94,7 @@ def markdown(dataset: str, lines: list[dict[str, Any]], meta: dict[str, Any]) ->
     """The Markdown table (FD and KID in the classifier's features; lower is better)."""
     cfm = next((line["fd"] for line in lines if line["trainer"] == "cfm" and line["fd"]), None)
     head = (f"# {dataset}: every trainer, same budget\n\n{meta['note']}\n\n"
-            "| trainer | seeds | FD | FD / CFM's | KID (×10³) ± s.e. | precision | recall | train wall (s) | NFE |\n"
+            "| trainer | seeds | FD | FD / CFM's | KID ± s.e. | precision | recall | train wall (s) | NFE |\n"
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
     body = []
     for s in lines:
@@ -104,7 +104,7 @@ def markdown(dataset: str, lines: list[dict[str, Any]], meta: dict[str, Any]) ->
             v = format(s[k] * scale, fmt)
             return v + (f" ± {format(s[k + '_std'] * scale, fmt)}" if len(s["seeds"]) > 1 else "")
         ratio = f"{s['fd'] / cfm:.2f}" if cfm and s["fd"] is not None else "—"
-        kid = "—" if s["kid"] is None else f"{1e3 * s['kid']:.2f} ± {1e3 * s['kid_se']:.2f}"
+        kid = "—" if s["kid"] is None else f"{s['kid']:.3g} ± {s['kid_se']:.2g}"
         body.append(f"| {s['trainer']} | {len(s['seeds'])} | {pm('fd', '.3f')} | {ratio} | {kid} | "
                     f"{pm('precision', '.3f')} | {pm('recall', '.3f')} | {pm('train_wall_s', '.0f')} | "
                     f"{s['nfe']:.0f} |")
