@@ -35,7 +35,8 @@ def run(a: argparse.Namespace) -> None:
           overrides=[*a.overrides, *a.dg_overrides, f"trainer.score_run={score_run.resolve()}"])
     run_guided_diffusion(a.dataset, score_run=score_run, dg_run=dg_run,
                          out=Path(a.out or f"docs/results/guided_diffusion/{a.dataset}"), steps=a.steps, seeds=a.seeds,
-                         n=a.n, bank=a.bank, kernel_scale=a.kernel_scale, discriminator_scale=a.discriminator_scale)
+                         n=a.n, bank=a.bank, kernel_scale=a.kernel_scale, discriminator_scale=a.discriminator_scale,
+                         kernel_noise=a.kernel_noise)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from scoregan._dist import world
 from scoregan.experiment.bench_toy import add_arguments, run_from_args
 from scoregan.experiment.config import load_config
 from scoregan.experiment.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
-from scoregan.experiment.diffusion import DIFFUSION_SAMPLERS, GUIDANCES, diffusion_from_run
+from scoregan.experiment.diffusion import DIFFUSION_SAMPLERS, GUIDANCES, NOISE_MODES, diffusion_from_run
 from scoregan.experiment.guided import langevin_from_run
 from scoregan.schema import SEED_MAX, to_dict
 
@@ -119,8 +119,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     check_writable(a.out, "--out")
     if a.sampler is not None:
         return _sample_diffusion(a)
-    if a.guidance is not None or a.bank is not None or a.guidance_run is not None:
-        raise ValueError("--guidance, --guidance-run and --bank act with --sampler (a score-model run); "
+    if a.guidance is not None or a.bank is not None or a.guidance_run is not None or a.kernel_noise is not None:
+        raise ValueError("--guidance, --guidance-run, --bank and --kernel-noise act with --sampler (a score-model run); "
                          "GAN runs: --langevin")
     given = [k for k in LANGEVIN_DEFAULTS if getattr(a, k) is not None] + (["eval"] if a.eval is not None else [])
     if not a.langevin and given:
@@ -145,7 +145,8 @@ def _sample_diffusion(a: argparse.Namespace) -> int:
     _, report = diffusion_from_run(a.run_dir, n=a.n, seed=a.seed, sampler=a.sampler, steps=a.steps or 18,
                                    guidance=a.guidance or "none", guidance_scale=1.0 if a.guidance_scale is None
                                    else a.guidance_scale, bank=a.bank or 1024, out=a.out, checkpoint=a.checkpoint,
-                                   evaluate=bool(a.eval), guidance_run=a.guidance_run)
+                                   evaluate=bool(a.eval), guidance_run=a.guidance_run,
+                                   kernel_noise=a.kernel_noise or "perturb")
     print(_metrics_table({k: v for k, v in report.items() if isinstance(v, (int, float, str))}))
     return 0
 
@@ -231,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--guidance-run", default=None, metavar="DG_RUN",
                     help="run directory of a dg run trained against this score run (--guidance discriminator)")
     df.add_argument("--bank", type=int, default=None, help="real points in the kernel guidance's bank (default 1024)")
+    df.add_argument("--kernel-noise", choices=NOISE_MODES, default=None,
+                    help="how kernel guidance takes the bank to the noise level σ: perturb (default: the bank plus σε, "
+                         "ε drawn once), bandwidth (the exact Gaussian smoothing: bandwidth √(h²+σ²)) or none (the "
+                         "clean bank)")
     s.set_defaults(fn=_cmd_sample)
 
     b = sub.add_parser("bench", help="benchmarks that print a table", description="Benchmarks that print a "

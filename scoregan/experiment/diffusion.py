@@ -32,14 +32,16 @@ from scoregan.objectives import kernel
 from scoregan.plotting import plot_samples
 from scoregan.sampling import (DiscriminatorGuidance, KernelGuidance, edm_sigmas, langevin, sample_heun, sample_pc,
                                sample_sde)
+from scoregan.sampling.kernel_guidance import NOISE_MODES
 
 SAMPLERS = {"heun": sample_heun, "sde": sample_sde, "pc": sample_pc}
 DIFFUSION_SAMPLERS = (*SAMPLERS, "langevin")
 GUIDANCES = ("none", "kernel", "discriminator")
+__all__ = ["DIFFUSION_SAMPLERS", "GUIDANCES", "NOISE_MODES", "check_options", "diffusion_from_run", "discriminator_guide"]
 
 
 def check_options(*, n: int, sampler: str, steps: int, guidance: str, guidance_scale: float, bank: int,
-                  guidance_run: str | Path | None = None) -> None:
+                  guidance_run: str | Path | None = None, kernel_noise: str = "perturb") -> None:
     """One line naming the option for each bad value, before any work."""
     if n < 1:
         raise ValueError(f"--n {n}: must be >= 1")
@@ -53,6 +55,8 @@ def check_options(*, n: int, sampler: str, steps: int, guidance: str, guidance_s
         raise ValueError(f"--guidance-scale {guidance_scale}: must be a finite number >= 0")
     if bank < 2:
         raise ValueError(f"--bank {bank}: must be >= 2")
+    if kernel_noise not in NOISE_MODES:
+        raise ValueError(f"--kernel-noise {kernel_noise!r}: choose from {', '.join(NOISE_MODES)}")
     if guidance == "discriminator" and guidance_run is None:
         raise ValueError("--guidance discriminator needs --guidance-run DG_RUN (a dg run trained on this score run)")
     if guidance_run is not None and guidance != "discriminator":
@@ -77,10 +81,12 @@ def discriminator_guide(guidance_run: str | Path, score: Run) -> DiscriminatorGu
 def diffusion_from_run(run_dir: str | Path, *, n: int, seed: int = 0, sampler: str = "heun", steps: int = 18,
                        guidance: str = "none", guidance_scale: float = 1.0, bank: int = 1024,
                        out: str | Path | None = None, checkpoint: str = "last", evaluate: bool = False,
-                       guidance_run: str | Path | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """``n`` samples of a score-model run (``trainer.name: dsm``) and their report (module doc)."""
+                       guidance_run: str | Path | None = None,
+                       kernel_noise: str = "perturb") -> tuple[torch.Tensor, dict[str, Any]]:
+    """``n`` samples of a score-model run (``trainer.name: dsm``) and their report (module doc);
+    ``kernel_noise`` is how kernel guidance takes the bank to level σ (:data:`NOISE_MODES`)."""
     check_options(n=n, sampler=sampler, steps=steps, guidance=guidance, guidance_scale=guidance_scale, bank=bank,
-                  guidance_run=guidance_run)
+                  guidance_run=guidance_run, kernel_noise=kernel_noise)
     run = load_run(run_dir, checkpoint=checkpoint)
     rule = run.rule
     if not callable(getattr(rule, "score", None)) or run.config.trainer.name != "dsm":
@@ -97,7 +103,7 @@ def diffusion_from_run(run_dir: str | Path, *, n: int, seed: int = 0, sampler: s
     if guidance == "kernel":
         ref = run.data.sample(bank, generator=torch.Generator().manual_seed(seed + 7)).to(device, dtype)
         guide = KernelGuidance(kernel("gaussian", bandwidth="median"), ref,
-                               **({} if sampler == "langevin" else {"noise": "perturb", "noise_seed": seed + 11}))
+                               **({} if sampler == "langevin" else {"noise": kernel_noise, "noise_seed": seed + 11}))
     elif guidance == "discriminator":
         guide = discriminator_guide(guidance_run, run)
     rule.train(False)
@@ -120,6 +126,8 @@ def diffusion_from_run(run_dir: str | Path, *, n: int, seed: int = 0, sampler: s
     report: dict[str, Any] = {"sampler": sampler, "steps": steps, "nfe": int(nfe), "guidance": guidance,
                               "guidance_scale": guidance_scale, "bank": bank if guide is not None else 0,
                               "seed": seed, "n": n, "sample_wall_s": wall}
+    if guidance == "kernel" and sampler != "langevin":
+        report["kernel_noise"] = kernel_noise
     if guidance_run is not None:
         report["guidance_run"] = str(Path(guidance_run).resolve())
     if evaluate:

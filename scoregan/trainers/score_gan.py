@@ -125,11 +125,18 @@ class ScoreGANConfig(TrainerConfig):
                                                      "~/.cache/scoregan; null: no cache)")
     score_steps: int = spec(1, min=1, help="DSM updates of s_g per generator step")
     score_lr: float = spec(1e-3, min=0, exclusive_min=True, help="Adam learning rate of s_g")
+    generator_score_init: str = spec("random", choices=("random", "data"),
+                                     help="start s_g from its own random init, or from the fitted s_d (as DMD does: "
+                                          "both networks then share one architecture)")
     score_warmup: int = spec(200, min=0, help="DSM updates of s_g on the initial generator before the first step")
     ratio_steps: int = spec(1, min=1, help="updates of the ratio network per generator step")
     ratio_lr: float = spec(1e-3, min=0, exclusive_min=True, help="Adam learning rate of the ratio network")
 
     def __post_init__(self) -> None:
+        if self.generator_score_init == "data" and (self.data_score, self.generator_score) != ("network", "network"):
+            raise ConfigError("trainer.generator_score_init = 'data' needs trainer.data_score = 'network' and "
+                              f"trainer.generator_score = 'network', got {self.data_score!r} and "
+                              f"{self.generator_score!r}")
         if self.sigma_min > self.sigma_max:
             raise ConfigError(f"trainer.sigma_min = {self.sigma_min} must be <= trainer.sigma_max = {self.sigma_max}")
         if self.sigma_mode == "fixed" and not (self.sigma_min <= self.sigma <= self.sigma_max):
@@ -163,6 +170,10 @@ class ScoreGAN(GeneratorRule):
         self.loss = generator_loss(c.generator_loss)
         if c.data_score == "exact" and self.data.mixture is None:
             raise ValueError(f"trainer.data_score = 'exact' needs a Gaussian-mixture target; {self.data.name!r} is not one")
+        if (c.generator_score_init == "data" and self.cfg.model.conditional == "mlp"
+                and c.generator_score_net != c.score_net):
+            raise ValueError("trainer.generator_score_init = 'data' needs trainer.generator_score_net = "
+                             f"trainer.score_net (one architecture), got {c.generator_score_net} and {c.score_net}")
         self.s_d = self.add_module("data_score", self._score_net(c.score_net)) if c.data_score == "network" else None
         if self.s_d is not None:
             self.s_d.requires_grad_(False)
@@ -385,6 +396,8 @@ class ScoreGAN(GeneratorRule):
         if not self.ready:
             if self.s_d is not None:
                 logs.update(self.fit_data_score())
+                if self.tcfg.generator_score_init == "data" and self.s_g is not None:
+                    self.s_g.load_state_dict(self.s_d.state_dict())
             if self.tcfg.score_warmup and self.s_g is not None:
                 self.fit_generator_score(ctx, self.tcfg.score_warmup)
             self.ready = True

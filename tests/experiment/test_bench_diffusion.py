@@ -35,11 +35,14 @@ def test_the_recipe_trains_both_runs_samples_every_mode_and_writes_the_table(tmp
     assert _recipe().main(argv) == 0  # a second call reuses both runs
 
 
-def test_table_counts_the_seeds_where_guidance_beats_the_unguided_kid():
-    rows = [{"steps": 9, "nfe": 17, "mode": m, "seed": s, "img_fd": 1.0, "img_kid": kid, "img_precision": 0.5,
-             "img_recall": 0.5, "sample_wall_s": 1.0}
-            for m, s, kid in [("none", 0, 2.0), ("none", 1, 2.0), ("kernel", 0, 1.0), ("kernel", 1, 3.0),
-                              ("discriminator", 0, 1.0), ("discriminator", 1, 1.5)]]
+def test_table_counts_the_seeds_where_guidance_beats_the_unguided_kid_and_the_cost_of_guidance():
+    rows = [{"steps": 9, "nfe": 17, "mode": m, "seed": s, "img_fd": 1.0, "img_kid": kid, "img_kid_se": 0.25,
+             "img_precision": 0.5, "img_recall": 0.5, "sample_wall_s": wall}
+            for m, s, kid, wall in [("none", 0, 2.0, 1.0), ("none", 1, 2.0, 1.0), ("kernel", 0, 1.0, 3.0),
+                                    ("kernel", 1, 3.0, 3.0), ("discriminator", 0, 1.0, 1.5),
+                                    ("discriminator", 1, 1.5, 1.5)]]
     table = markdown("digits", rows)
-    assert "| 9 | 17 | kernel | 2 | 1.000 ± 0.000 | 2000.00 ± 1000.00 |" in table and "| 1/2 |" in table
-    assert "| 9 | 17 | discriminator | 2 |" in table and "| 2/2 |" in table
+    # KID in the feature units (mean ± std over seeds), its mean s.e., wall ÷ unguided, wins
+    assert "| 9 | 17 | kernel | 2 | 1.000 ± 0.000 | 2.000 ± 1.000 | 0.250 |" in table
+    assert "| 3.00 ± 0.00 | 3.00 | 1/2 |" in table
+    assert "| 9 | 17 | discriminator | 2 |" in table and "| 1.50 ± 0.00 | 1.50 | 2/2 |" in table

@@ -44,11 +44,23 @@ def test_kernel_guidance_is_deterministic_and_moves_the_samples(dsm_run):
     assert ra["nfe"] == ru["nfe"] == 5 and ra["bank"] == 64 and ru["bank"] == 0
 
 
+def test_kernel_noise_modes_differ_and_are_reported(dsm_run):
+    xs = {}
+    for mode in ("perturb", "bandwidth", "none"):
+        xs[mode], r = diffusion_from_run(dsm_run, n=16, steps=3, guidance="kernel", guidance_scale=5.0, bank=64,
+                                         seed=3, kernel_noise=mode)
+        assert r["kernel_noise"] == mode
+    assert (xs["perturb"] - xs["none"]).abs().max() > 1e-4 and (xs["bandwidth"] - xs["none"]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="--kernel-noise 'blur': choose from none, perturb, bandwidth"):
+        diffusion_from_run(dsm_run, n=4, guidance="kernel", kernel_noise="blur")
+
+
 @pytest.mark.parametrize("args,msg", [
+    (["--kernel-noise", "none"], "--kernel-noise act with --sampler"),
     (["--sampler", "heun", "--guidance-scale", "-1"], "--guidance-scale -1.0: must be a finite number >= 0"),
     (["--sampler", "heun", "--guidance", "kernel", "--bank", "100000"], "--bank 100000: the data set has"),
     (["--sampler", "heun", "--steps", "0"], "--steps must be >= 1, got 0"),
-    (["--guidance", "kernel"], "--bank act with --sampler"),
+    (["--guidance", "kernel"], "--kernel-noise act with --sampler"),
     (["--sampler", "heun", "--langevin"], "belong to GAN refinement"),
 ])
 def test_bad_options_get_one_line(dsm_run, tmp_path, capsys, args, msg):

@@ -10,6 +10,7 @@ import torch
 
 from scoregan import flows
 from scoregan.config import load_config
+from scoregan.schema import ConfigError
 from scoregan.data import make_dataset
 from scoregan.trainers import get_rule
 from tests.helpers import (
@@ -210,3 +211,22 @@ def test_velocity_field_is_the_training_velocity_at_one_noise_level(extra):
         log_r = rule.ratio(x, sigma) if rule.ratio is not None else torch.zeros(20, dtype=F64)
     expected = flows.fgan_velocity(sd, sg, log_r, rule.div, rule.loss) * rule.sigma_weight(sigma)[:, None]
     assert torch.allclose(field(x), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("init", ["data", "random"])
+def test_generator_score_can_start_from_the_fitted_data_score(tmp_path, init):
+    """DMD's initialisation: s_g := s_d once s_d is fitted; with a vanishing learning rate one step leaves it there."""
+    rule, cfg, data = rule_for("score-gan", f"trainer.data_score_cache={tmp_path}", "trainer.data_score_steps=30",
+                               f"trainer.generator_score_init={init}", "trainer.score_warmup=0",
+                               "trainer.score_lr=1e-12")
+    rule.step(make_ctx(cfg, data))
+    gap = max((v - rule.s_g.state_dict()[k]).abs().max().item() for k, v in rule.s_d.state_dict().items()
+              if v.is_floating_point())
+    assert (gap < 1e-6) if init == "data" else (gap > 1e-2)
+
+
+def test_generator_score_init_from_data_needs_both_score_networks():
+    with pytest.raises(ConfigError, match="trainer.generator_score_init = 'data' needs trainer.data_score = "
+                                          "'network' and trainer.generator_score = 'network', got 'network' and 'batch'"):
+        load_config("configs/toy/8gaussians-score-gan.yaml",
+                    ["trainer.generator_score_init=data", "trainer.generator_score=batch"])
