@@ -43,7 +43,10 @@ from scoregan.objectives.kernels.ntk_fast import (
 )
 from scoregan.objectives.kernels.tiling import BUDGETS, blockwise, check_inputs, tiles
 
-__all__ = ["NTK_KINDS", "NTKKernel", "infinite_ntk"]
+__all__ = ["NEAR_PAIR_TAU", "NTK_KINDS", "NTKKernel", "infinite_ntk"]
+
+#: Below float64, ``NTKKernel.witness_grad`` recomputes in float64 the pairs with |ρ₁| > 1 − NEAR_PAIR_TAU.
+NEAR_PAIR_TAU = 1e-3
 
 DualFn = Callable[[NTKArch, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -127,9 +130,10 @@ class NTKKernel(Kernel):
     Closed-form activations (relu, leaky_relu, erf) take ``kernels.ntk_fast`` (∂k/∂a, ∂k/∂c by a
     forward recursion, no autograd graph) unless x or y requires grad or ``fast_path`` is False
     (an instance switch, for checks and benchmarks); the rest take autograd through the recursion.
-    The fast ``witness`` and ``witness_grad`` compute float32 inputs in float64: in float32, ρ = c/√(ab)
-    of a pair within ~1e-2 of a centre rounds into the snap tolerance of 1, which zeroes the arccos term,
-    and a particle flow stops ~1e-2 short of its target (docs/results/ntk_gan/gantk2.md).
+    In float32, ρ = c/√(ab) of a pair within ~1e-2 of a centre rounds into the snap tolerance of 1,
+    which zeroes the arccos term, and a particle flow stops ~1e-2 short of its target
+    (docs/results/ntk_gan/gantk2.md). So the fast ``witness`` computes float32 inputs in float64, and
+    the fast ``witness_grad`` recomputes only the near pairs (ρ₁ > 1 − ``NEAR_PAIR_TAU``) in float64.
     """
 
     name = "ntk"
@@ -291,9 +295,6 @@ class NTKKernel(Kernel):
         if n == 0 or m == 0:
             return x.new_zeros(n, d)
         if self._use_fast(x, centres, weights):
-            if x.dtype != torch.float64:  # float32 ρ loses the ReLU cusp (class docstring)
-                return self._fast_witness_grad(x.double(), centres.double(), weights.double(),
-                                               chunk_size).to(x.dtype)
             return self._fast_witness_grad(x, centres, weights, chunk_size)
         bn, bm = tiles(n, m, chunk_size)
 
@@ -307,17 +308,50 @@ class NTKKernel(Kernel):
     @torch.no_grad()
     def _fast_witness_grad(self, x: Tensor, y: Tensor, w: Tensor, chunk_size: int | None) -> Tensor:
         """witness_grad by ``kernels.ntk_fast``: variance chains once, then per tile c = Σ¹ (bn, bm),
-        (∂k/∂a, ∂k/∂c) and ∇D = (2σ_w²/d) x ⊙ (∂k/∂a) w + (σ_w²/d) (∂k/∂c)(w ⊙ y)."""
+        (∂k/∂a, ∂k/∂c) and ∇D = (2σ_w²/d) x ⊙ (∂k/∂a) w + (σ_w²/d) (∂k/∂c)(w ⊙ y).
+
+        Below float64, the pairs whose first-layer correlation ρ₁ = c/√(ab) has |ρ₁| > 1 − ``NEAR_PAIR_TAU``
+        (within ~0.2 of each other at |x| ≈ 5, σ_b = 1; a few per particle in a converged flow) are
+        recomputed in float64, the rest stays in the input dtype: float32 ρ there has too few bits
+        (class docstring); elsewhere its relative error in 1 − ρ is below ~1e-3.
+        """
         arch, (n, d), m = self.arch, x.shape, y.shape[0]
         scale, b2 = arch.weight_std**2 / d, arch.bias_std**2
-        a_chain, slopes = variance_chain(arch, (scale * (x * x).sum(1) + b2)[:, None])
-        b_chain = _diagonal_chain(arch, (scale * (y * y).sum(1) + b2)[None, :])
+        a1, b1 = scale * (x * x).sum(1) + b2, scale * (y * y).sum(1) + b2
+        a_chain, slopes = variance_chain(arch, a1[:, None])
+        b_chain = _diagonal_chain(arch, b1[None, :])
         wy = w[:, None] * y
+        ntk = self.kind == "ntk"
+        mixed = x.dtype != torch.float64 and self.arch.activation != "erf"  # erf: smooth at ρ = ±1
+        if mixed:  # the float64 side of the near pairs: chains per point, once
+            x64, y64, w64 = x.double(), y.double(), w.double()
+            a64 = scale * (x64 * x64).sum(1) + b2
+            a64_chain, slopes64 = variance_chain(arch, a64)
+            b64_chain = _diagonal_chain(arch, scale * (y64 * y64).sum(1) + b2)
+            inv_norm_a, inv_norm_b = a1.rsqrt()[:, None], b1.rsqrt()[None, :]
+            out64 = x64.new_zeros(n, d)
 
         def tile(qi: slice, cj: slice) -> Tensor:
             c = scale * (x[qi] @ y[cj].T) + b2
-            g_a, g_c = pair_partials(arch, self.kind == "ntk", [t[qi] for t in a_chain], [t[qi] for t in slopes],
+            near = None
+            if mixed:
+                rho = c * inv_norm_a[qi] * inv_norm_b[:, cj]
+                near = rho.abs_() > 1.0 - NEAR_PAIR_TAU  # the arccos cusps at ρ = ±1
+                if not bool(near.any()):
+                    near = None
+            g_a, g_c = pair_partials(arch, ntk, [t[qi] for t in a_chain], [t[qi] for t in slopes],
                                      [t[:, cj] for t in b_chain], c)
+            if near is not None:
+                g_a.masked_fill_(near, 0.0)
+                g_c.masked_fill_(near, 0.0)
+                i, j = near.nonzero(as_tuple=True)
+                i, j = i + qi.start, j + cj.start
+                c64 = scale * (x64[i] * y64[j]).sum(1) + b2
+                p_a, p_c = pair_partials(arch, ntk, [t[i] for t in a64_chain], [t[i] for t in slopes64],
+                                         [t[j] for t in b64_chain], c64)
+                contrib = x64[i] * ((2.0 * scale) * p_a * w64[j])[:, None] + (scale * p_c * w64[j])[:, None] * y64[j]
+                out64.index_add_(0, i, contrib)
             return x[qi] * ((2.0 * scale) * (g_a @ w[cj]))[:, None] + scale * (g_c @ wy[cj])
 
-        return blockwise(n, m, *tiles(n, m, chunk_size, FAST_ENTRIES_PER_PAIR), tile)
+        out = blockwise(n, m, *tiles(n, m, chunk_size, FAST_ENTRIES_PER_PAIR), tile)
+        return (out.double() + out64).to(x.dtype) if mixed else out

@@ -18,6 +18,7 @@ from scoregan.diagnostics.ntk import (
     infinite_ntk,
 )
 from scoregan.objectives import kernels as K
+from scoregan.objectives.kernels import ntk as ntk_module
 from tests.helpers import gen, points
 
 F64 = torch.float64
@@ -451,3 +452,28 @@ def test_float32_keeps_the_pull_of_the_relu_ntk_near_a_target():
         assert torch.allclose(single.double(), exact, rtol=1e-3, atol=1e-4), (delta, single, exact)
         assert torch.allclose(k.witness(x.float(), y.float(), torch.ones(1)).double(),
                               k.witness(x, y, torch.ones(1, dtype=torch.float64)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("bias_std", [0.0, 1.0])
+@pytest.mark.parametrize("act", FAST_ACTIVATIONS, ids=["relu", "leaky0.2", "erf"])
+def test_float32_witness_grad_matches_float64_with_near_and_coincident_pairs(act, bias_std, monkeypatch):
+    """float32 inputs: the bulk in float32, the pairs with |ρ₁| > 1 − NEAR_PAIR_TAU (near, coincident,
+    and without biases antipodal) in float64; every row within float32 accuracy of the float64 result,
+    and the near pairs do take the float64 branch (with it switched off the error is orders larger)."""
+    g = gen(57)
+    y = 2.0 * torch.randn(120, 2, generator=g, dtype=F64)
+    x = torch.cat([y[:40] + 1e-3 * torch.randn(40, 2, generator=g, dtype=F64), -y[40:50],
+                   2.0 * torch.randn(60, 2, generator=g, dtype=F64), y[:10]]).float().double()
+    c = torch.cat([y.float().double(), x])
+    w = (torch.randn(c.shape[0], generator=g, dtype=F64) / c.shape[0]).float().double()
+    k = NTKKernel(depth=3, bias_std=bias_std, **act)
+    ref = k.witness_grad(x, c, w)
+    scale = ref.norm(dim=1).clamp_min(1e-2 * ref.norm(dim=1).max())
+
+    def err() -> float:
+        return ((k.witness_grad(x.float(), c.float(), w.float()).double() - ref).norm(dim=1) / scale).max().item()
+
+    assert err() < 2e-4
+    if act.get("activation") != "erf":  # erf is smooth at ρ = ±1 and always stays in float32
+        monkeypatch.setattr(ntk_module, "NEAR_PAIR_TAU", 0.0)
+        assert err() > 1e-2
