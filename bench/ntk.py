@@ -1,10 +1,11 @@
 """Benchmark of the infinite-width NTK witness gradient G = ∇ₓ Σ_j a_j k(x, y_j): (N, d), (M, d), (M,) → (N, d).
 
-Rows: depth 1–4 (ReLU, bias_std 1, weight_std 1, kind "ntk") at N = M = 500 and 2,000, d = 2, CPU.
-Columns: ``NTKKernel.witness_grad`` through autograd over the recursion (``fast_path = False``,
-the path before issue 21), the autograd-free forward recursion (``kernels.ntk_fast``, the
-default for closed-form activations), and the Gaussian kernel's ``witness_grad`` (bandwidth 1)
-for scale; median (and min) of ``--repeats`` calls after one warm-up call, in ms. Also the time
+Rows: depth 1–4 (ReLU, bias_std 1, weight_std 1, kind "ntk") at N = M = 500, 2,000 and 10,000, d = 2, on
+the CPU (or ``--device cuda``, the default when CUDA is available). Columns: the gram k(x, y) (N, M);
+``NTKKernel.witness_grad`` through autograd over the recursion (``fast_path = False``, the path before
+issue 21; only up to ``--autograd-max``), the autograd-free forward recursion (``kernels.ntk_fast``, the
+default for closed-form activations), and the Gaussian kernel's ``witness_grad`` (bandwidth 1) for
+scale; median (and min) of ``--repeats`` calls after one warm-up call, in ms, and ns per pair. Also the time
 per iteration of ``scoregan.diagnostics.ntk_flows.particle_flow`` (500 particles × 500 targets,
 depth 3, ReLU, bias_std 1, loss "ipm", step_size 2, disc_time 1), both paths.
 
@@ -45,35 +46,52 @@ def _ntk(depth: int, fast: bool) -> NTKKernel:
     return k
 
 
-def witness_table(sizes: list[int], depths: list[int], dtype: torch.dtype, repeats: int) -> list[dict]:
+def witness_table(sizes: list[int], depths: list[int], dtype: torch.dtype, repeats: int, device: str = "cpu",
+                  autograd_max: int = 2000) -> list[dict]:
+    """Per (N = M, depth): the gram k(x, y) (N, M) and witness_grad, ms per call and ns per pair; the autograd
+    path only up to ``autograd_max`` (it is ~7× slower). max rel err: max |G − G_ref| / max |G_ref| of the fast path
+    against the float64 fast path (float32 runs) or the float64 autograd path (float64 runs)."""
     rows = []
     gauss = kernel("gaussian", bandwidth=1.0)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def timed(fn: Callable[[], object]) -> tuple[float, float]:
+        return _times(lambda: (fn(), sync()), repeats)
+
     for n in sizes:
         g = torch.Generator().manual_seed(n)
-        x = (1.2 * torch.randn(n, 2, generator=g) + 0.3).to(dtype)
-        y = torch.randn(n, 2, generator=g).to(dtype)
-        a = (torch.randint(0, 2, (n,), generator=g) * 2 - 1).to(dtype) / n
-        ref_gauss = _times(functools.partial(gauss.witness_grad, x, y, a), repeats)
+        x = (1.2 * torch.randn(n, 2, generator=g) + 0.3).to(device, dtype)
+        y = torch.randn(n, 2, generator=g).to(device, dtype)
+        a = ((torch.randint(0, 2, (n,), generator=g) * 2 - 1).to(dtype) / n).to(device)
+        ref_gauss = timed(functools.partial(gauss.witness_grad, x, y, a))
         for depth in depths:
             slow, fast = _ntk(depth, False), _ntk(depth, True)
-            g_slow, g_fast = slow.witness_grad(x, y, a), fast.witness_grad(x, y, a)
-            err = ((g_fast - g_slow).abs().max() / g_slow.abs().max()).item()
-            row = {"n": n, "m": n, "depth": depth,
-                   "autograd_ms": _times(functools.partial(slow.witness_grad, x, y, a), repeats),
-                   "fast_ms": _times(functools.partial(fast.witness_grad, x, y, a), repeats), "gaussian_ms": ref_gauss,
-                   "max_rel_err": err}
+            with_autograd = n <= autograd_max
+            g_fast = fast.witness_grad(x, y, a).double()
+            g_ref = g_fast if dtype == torch.float64 else fast.witness_grad(x.double(), y.double(), a.double())
+            err = ((g_fast - g_ref).abs().max() / g_ref.abs().max()).item() if dtype != torch.float64 else float("nan")
+            if with_autograd and dtype == torch.float64:
+                g_slow = slow.witness_grad(x, y, a)
+                err = ((g_fast - g_slow).abs().max() / g_slow.abs().max()).item()
+            row = {"n": n, "m": n, "depth": depth, "device": device,
+                   "autograd_ms": timed(functools.partial(slow.witness_grad, x, y, a)) if with_autograd else None,
+                   "fast_ms": timed(functools.partial(fast.witness_grad, x, y, a)), "gaussian_ms": ref_gauss,
+                   "gram_ms": timed(functools.partial(fast, x, y)), "max_rel_err": err}
+            row["fast_ns_per_pair"] = row["fast_ms"][0] * 1e6 / (n * n)
+            row["gram_ns_per_pair"] = row["gram_ms"][0] * 1e6 / (n * n)
             rows.append(row)
-            print(f"N=M={n:5d} depth {depth}: autograd {row['autograd_ms'][0]:8.1f}  fast {row['fast_ms'][0]:7.1f}  "
-                  f"gaussian {ref_gauss[0]:6.1f} ms (median)   speed-up {row['autograd_ms'][0] / row['fast_ms'][0]:4.1f}x"
-                  f"   max rel err {err:.1e}", flush=True)
+            auto = f"{row['autograd_ms'][0]:8.1f}" if with_autograd else "       —"
+            print(f"N=M={n:6d} depth {depth}: gram {row['gram_ms'][0]:8.1f}  witness_grad: autograd {auto}  "
+                  f"fast {row['fast_ms'][0]:8.1f} ({row['fast_ns_per_pair']:5.1f} ns/pair)  "
+                  f"gaussian {ref_gauss[0]:7.1f} ms (median)   max rel err {err:.1e}", flush=True)
     return rows
 
 
-def flow_times(dtype: torch.dtype, steps: int, repeats: int) -> dict:
+def flow_times(dtype: torch.dtype, steps: int, repeats: int, device: str = "cpu") -> dict:
     """ms per particle_flow iteration at 500 × 500 (depth 3 ReLU with biases), both paths."""
     g = torch.Generator().manual_seed(0)
-    real = torch.randn(500, 2, generator=g).to(dtype)
-    x0 = (0.5 * torch.randn(500, 2, generator=g) + 2.0).to(dtype)
+    real = torch.randn(500, 2, generator=g).to(device, dtype)
+    x0 = (0.5 * torch.randn(500, 2, generator=g) + 2.0).to(device, dtype)
     out = {}
     for name, fast in (("autograd", False), ("fast", True)):
         k = _ntk(3, fast)
@@ -87,7 +105,9 @@ def flow_times(dtype: torch.dtype, steps: int, repeats: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="500,2000", help="comma-separated N = M")
+    p.add_argument("--sizes", default="500,2000,10000", help="comma-separated N = M")
+    p.add_argument("--autograd-max", type=int, default=2000, help="time the autograd path only up to this N")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--depths", default="1,2,3,4")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--repeats", type=int, default=5)
@@ -101,10 +121,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), {args.dtype}", flush=True)
     result = {"dtype": args.dtype, "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "device": args.device,
               "rows": witness_table([int(s) for s in args.sizes.split(",")], [int(d) for d in args.depths.split(",")],
-                                    dtype, args.repeats)}
+                                    dtype, args.repeats, args.device, args.autograd_max)}
     if args.flow_steps:
-        result["flow_ms_per_iteration"] = flow_times(dtype, args.flow_steps, args.repeats)
+        result["flow_ms_per_iteration"] = flow_times(dtype, args.flow_steps, args.repeats, args.device)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
