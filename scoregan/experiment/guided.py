@@ -45,6 +45,7 @@ import torch
 
 from scoregan._dist import gather, mean_over_ranks, world
 from scoregan._checks import check_choice, check_int, check_positive
+from scoregan.data import ImageDataset
 from scoregan.experiment.distributed import setup
 from scoregan.experiment.evaluation import compare_to_target, nonfinite_rows
 from scoregan.experiment.runs import Run, load_run
@@ -326,7 +327,10 @@ def _check_score_run(space: str, guidance_scale: float, mala: bool) -> None:
 
 def _write(out: Path, report: dict[str, Any], run: Run) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
+    shape = run.data.image_shape  # drawn as images when the points are images (flat digits too)
     arrays = {"x": report["samples"].numpy(), "x0": report["initial"].numpy()}
+    if isinstance(run.data, ImageDataset):  # image data: (n, C, H, W), as api.sample writes them
+        arrays = {k: v.reshape(v.shape[0], *shape) for k, v in arrays.items()}
     if "latents" in report:
         arrays["z"] = report["latents"].numpy()
     np.savez(out, **arrays)
@@ -341,4 +345,4 @@ def _write(out: Path, report: dict[str, Any], run: Run) -> None:
         plot_before_after(report["initial"], report["samples"], ref, out.with_suffix(".png"),
                           means=None if mix is None else mix.means,
                           titles=("generator", f"{report['guidance']} Langevin ({report['space']}{lam})"),
-                          suptitle=f"{run.config.name}: {n} samples")
+                          suptitle=f"{run.config.name}: {n} samples", image_shape=shape)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from scoregan._checks import check_int, check_matrix
-from scoregan.plotting import clamp_to_window, finite_rows, pca_basis, plot_window, project_2d
+from scoregan.plotting import clamp_to_window, finite_rows, image_grid, pca_basis, plot_window, project_2d
 
 __all__ = ["plot_guidance_field", "plot_before_after"]
 
@@ -141,8 +141,12 @@ def plot_before_after(
     means: torch.Tensor | None = None,
     titles: tuple[str, str] = ("generator", "guided Langevin"),
     suptitle: str = "",
+    image_shape: tuple[int, ...] | None = None,
 ):
     """Two panels over the same target samples: ``before`` (N, d) and ``after`` (N, d) guidance.
+
+    With ``image_shape`` (C, H, W) the panels are grids of the first 64 images before and after
+    (the same latents, so the same cells), and a third panel shows reference images.
 
     2-D data are drawn as they are, higher dimensions on the target's top-2 principal plane;
     mixture ``means`` (K, d) as small open circles. The shared axes cover the target and both sets of
@@ -157,6 +161,8 @@ def plot_before_after(
     check_matrix("reference", reference)
     check_matrix("before", before, dim=reference.shape[1])
     check_matrix("after", after, dim=reference.shape[1])
+    if image_shape is not None:
+        return _before_after_grids(before, after, reference, path, titles, suptitle, tuple(image_shape))
     ref, _ = finite_rows(reference.detach().to("cpu", torch.float64))
     basis = pca_basis(ref)
     r = project_2d(ref, basis)
@@ -196,6 +202,30 @@ def plot_before_after(
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=7, markerscale=2, frameon=False)
         if basis is not None:
             ax.set_xlabel("PC 1 of target")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def _before_after_grids(before: torch.Tensor, after: torch.Tensor, reference: torch.Tensor, path: str | Path | None,
+                        titles: tuple[str, str], suptitle: str, image_shape: tuple[int, ...]):
+    """:func:`plot_before_after` for images: three grids of up to 64 images (before, after, reference)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12.0, 4.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    for ax, pts, title in zip(axes, (before, after, reference), (*titles, "data")):
+        grid = image_grid(pts[:64], image_shape, background=0.5, outer=True)
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
