@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     df = s.add_argument_group("diffusion sampling (a score-model run: trainer dsm); --steps, --guidance-scale and "
                               "--eval apply too")
     df.add_argument("--sampler", choices=DIFFUSION_SAMPLERS, default=None,
-                    help="heun: the probability-flow ODE (EDM's Heun steps, 2·steps−1 NFE); sde: the reverse SDE; "
+                    help="heun: the probability-flow ODE (EDM's Heun steps, 2·steps−1 NFE); ode: the same ODE by "
+                         "adaptive dopri5 (torchdiffeq, tolerance 1e-4; --steps does not apply); sde: the reverse SDE; "
                          "pc: predictor-corrector; langevin: annealed Langevin on the same noise levels")
     df.add_argument("--guidance", choices=GUIDANCES, default=None,
                     help="kernel: the closed-form witness of a Gaussian kernel (median bandwidth) between --bank real "

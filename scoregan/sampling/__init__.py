@@ -1,5 +1,6 @@
 """Sampling: discriminator- and kernel-guided Langevin dynamics in data and latent space, and diffusion
-samplers (probability-flow ODE, reverse SDE, predictor–corrector) with σ-aware guidance (docs/theory.md §10).
+samplers (probability-flow ODE by Heun steps or adaptively through torchdiffeq, with exact likelihoods;
+reverse SDE; predictor–corrector) with σ-aware guidance (docs/theory.md §10).
 
 The fused Triton witness gradient lives with the kernels: ``scoregan.objectives.kernels.fused``.
 """
@@ -7,6 +8,7 @@ The fused Triton witness gradient lives with the kernels: ``scoregan.objectives.
 from __future__ import annotations
 
 from scoregan.sampling.diffusion import DiffusionInfo, edm_sigmas, sample_heun, sample_pc, sample_sde
+from scoregan.sampling.diffusion_ode import diffusion_log_likelihood, sample_ode
 from scoregan.sampling.guidance import (
     DiscriminatorGuidance,
     Guidance,
@@ -40,5 +42,7 @@ __all__ = [
     "sample_heun",
     "sample_sde",
     "sample_pc",
+    "sample_ode",
+    "diffusion_log_likelihood",
     "DiffusionInfo",
 ]

@@ -26,14 +26,15 @@ def dsm_run(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("sampler,nfe", [("heun", 5), ("sde", 3), ("pc", 5), ("langevin", 4)])
+@pytest.mark.parametrize("sampler,nfe", [("heun", 5), ("sde", 3), ("pc", 5), ("langevin", 4), ("ode", None)])
 def test_every_sampler_from_the_cli_writes_images_a_figure_and_a_report(dsm_run, tmp_path, sampler, nfe):
     out = tmp_path / f"{sampler}.npz"
     assert main(["sample", str(dsm_run), "--n", "12", "--out", str(out), "--sampler", sampler, "--steps", "3"]) == 0
     x = np.load(out)["x"]
     assert x.shape == (12, 1, 8, 8) and np.isfinite(x).all()
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["nfe"] == nfe and report["sampler"] == sampler and out.with_suffix(".png").is_file()
+    assert report["nfe"] == (nfe or report["nfe"]) > 0 and report["sampler"] == sampler
+    assert out.with_suffix(".png").is_file()
 
 
 def test_kernel_guidance_is_deterministic_and_moves_the_samples(dsm_run):
