@@ -202,14 +202,7 @@ def plot_before_after(
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=7, markerscale=2, frameon=False)
         if basis is not None:
             ax.set_xlabel("PC 1 of target")
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-    return fig
+    return _finish(fig, path, suptitle)
 
 
 def _before_after_grids(before: torch.Tensor, after: torch.Tensor, reference: torch.Tensor, path: str | Path | None,
@@ -226,6 +219,11 @@ def _before_after_grids(before: torch.Tensor, after: torch.Tensor, reference: to
         ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()
+    return _finish(fig, path, suptitle)
+
+
+def _finish(fig: Any, path: str | Path | None, suptitle: str) -> Any:
+    """Title, tight layout and (when ``path`` is given) a PNG at 110 dpi; returns the Figure."""
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()

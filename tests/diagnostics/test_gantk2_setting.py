@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
 import torch
 
-from tests.helpers import ROOT
+from tests.helpers import load_recipe
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("ntk_gan_recipe", ROOT / "recipes/ntk_gan.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_recipe("ntk_gan")
 
 
 def test_the_draw_is_gantk2s_targets_first_then_the_particles(recipe):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 from scoregan.experiment.bench_diffusion import markdown
-from tests.helpers import ROOT
+from tests.helpers import load_recipe
 
 TINY = ["train.progress=false", "eval.figures=false", "eval.n_samples=16",
         "train.batch_size=16", "model.unet.channels=8", "model.unet.groups=4", "model.unet.attention=false",
@@ -14,10 +13,7 @@ TINY = ["train.progress=false", "eval.figures=false", "eval.n_samples=16",
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("guided_diffusion", ROOT / "recipes/guided_diffusion.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_recipe("guided_diffusion")
 
 
 def test_the_recipe_trains_both_runs_samples_every_mode_and_writes_the_table(tmp_path):

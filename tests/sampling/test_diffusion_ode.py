@@ -10,7 +10,6 @@ import torch
 
 from scoregan.sampling import DiffusionInfo
 from scoregan.sampling.diffusion_ode import diffusion_log_likelihood, sample_ode
-from scoregan.scores import GaussianMixture
 from tests.helpers import gen, w2
 from tests.sampling.test_diffusion import SIGMA_MAX, floor, mixture_d, mixture_g, start
 
