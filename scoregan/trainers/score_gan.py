@@ -39,6 +39,7 @@ points the wrong way at σ ≤ 0.1; with 64 features its cosine to the exact sco
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -65,6 +66,7 @@ from scoregan.objectives.divergences import Divergence
 from scoregan.scores.empirical import empirical_score
 from scoregan.trainers.adversarial import divergence_of, fgan_discriminator_loss
 from scoregan.trainers.base import StepContext
+from scoregan.trainers.dg import ScoreSource, score_source_problem
 from scoregan.trainers.generator import GeneratorRule
 from scoregan.trainers.registry import register_trainer
 
@@ -103,8 +105,10 @@ class ScoreGANConfig(TrainerConfig):
                                 help="λ(σ): σ² (the denoiser difference), σ, or 1")
     sigma_pivot: float | None = spec(None, min=0, exclusive_min=True,
                                      help="with sigma2: λ = σ·pivot below σ = pivot (boosts the sharpening levels)")
-    data_score: str = spec("network", choices=("network", "exact"),
-                           help="s_d: a DSM network, or the exact perturbed score of a mixture target")
+    data_score: str = spec("network", choices=("network", "exact", "run"),
+                           help="s_d: a DSM network, the exact perturbed score of a mixture target, or the score "
+                                "model of a trained dsm run (score_run; Distribution Matching Distillation)")
+    score_run: str | None = spec(None, path=True, help="data_score 'run': the run directory of a trained dsm run")
     score_net: NetConfig = spec(default_factory=_score_net_config, help="the data score network s_d(x, σ)")
     generator_score: str = spec("network", choices=("network", "batch"),
                                 help="s_g: a DSM network fitted online, or the score of the perturbed empirical "
@@ -133,10 +137,13 @@ class ScoreGANConfig(TrainerConfig):
     ratio_lr: float = spec(1e-3, min=0, exclusive_min=True, help="Adam learning rate of the ratio network")
 
     def __post_init__(self) -> None:
-        if self.generator_score_init == "data" and (self.data_score, self.generator_score) != ("network", "network"):
-            raise ConfigError("trainer.generator_score_init = 'data' needs trainer.data_score = 'network' and "
-                              f"trainer.generator_score = 'network', got {self.data_score!r} and "
+        if self.generator_score_init == "data" and (self.data_score == "exact" or self.generator_score != "network"):
+            raise ConfigError("trainer.generator_score_init = 'data' needs trainer.data_score = 'network' or 'run' "
+                              f"and trainer.generator_score = 'network', got {self.data_score!r} and "
                               f"{self.generator_score!r}")
+        if (self.data_score == "run") != (self.score_run is not None):
+            raise ConfigError(f"trainer.score_run = {self.score_run!r} goes with trainer.data_score = 'run' (got "
+                              f"data_score {self.data_score!r}): set both or neither")
         if self.sigma_min > self.sigma_max:
             raise ConfigError(f"trainer.sigma_min = {self.sigma_min} must be <= trainer.sigma_max = {self.sigma_max}")
         if self.sigma_mode == "fixed" and not (self.sigma_min <= self.sigma <= self.sigma_max):
@@ -155,6 +162,18 @@ def weight_is_constant(div: Divergence, loss_name: str) -> bool:
     return bool(torch.allclose(w, w[16].expand_as(w), rtol=1e-9, atol=0.0))
 
 
+class ScoreView(torch.nn.Module):
+    """A denoiser with ``score(x, σ)`` (a dsm run's :class:`~scoregan.trainers.dsm.EDMDenoiser`) as a score
+    network: forward(x (N, d), σ (N,) or scalar) = s(x, σ) (N, d); its weights are the denoiser's."""
+
+    def __init__(self, denoiser: torch.nn.Module):
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.denoiser.score(x, sigma)
+
+
 @register_trainer
 class ScoreGAN(GeneratorRule):
     """Score-matching GAN (module doc): networks "generator", "data_score", "generator_score",
@@ -162,6 +181,9 @@ class ScoreGAN(GeneratorRule):
 
     name = "score-gan"
     Config = ScoreGANConfig
+
+    #: set by the experiment layer before :meth:`build` when ``trainer.score_run`` names a dsm run
+    score_source: ScoreSource | None = None
 
     def build(self) -> None:
         c, d = self.tcfg, self.data.dim
@@ -177,9 +199,12 @@ class ScoreGAN(GeneratorRule):
         self.s_d = self.add_module("data_score", self._score_net(c.score_net)) if c.data_score == "network" else None
         if self.s_d is not None:
             self.s_d.requires_grad_(False)
+        self.teacher = self._teacher() if c.data_score == "run" else None
         self.s_g = None
         if c.generator_score == "network":
-            self.s_g = self.add_module("generator_score", self._score_net(c.generator_score_net))
+            net = (ScoreView(copy.deepcopy(self.teacher.denoiser)) if self.teacher is not None
+                   and c.generator_score_init == "data" else self._score_net(c.generator_score_net))
+            self.s_g = self.add_module("generator_score", net.requires_grad_(True))
             self.opt_s = self.add_optimizer("generator_score", self.adam(self.s_g.parameters(), c.score_lr))
         self.ratio = None
         if not weight_is_constant(self.div, c.generator_loss):
@@ -189,6 +214,20 @@ class ScoreGAN(GeneratorRule):
             self.opt_r = self.add_optimizer("ratio", self.adam(self.ratio.parameters(), c.ratio_lr))
         self.sgan = divergence("sgan")
         self.ready = False  # s_d fitted (or loaded) and s_g warmed up: done in the first step
+
+    def _teacher(self) -> ScoreView:
+        """s_d of ``data_score: run``: the frozen sampling copy of the trained dsm run ``score_run`` (loaded by
+        the experiment layer as ``score_source``, as for the dg trainer; not part of this run's checkpoint)."""
+        src = self.score_source
+        if src is None:
+            raise ConfigError("trainer.score_run: the rule needs the loaded score run (score_source); "
+                              "scoregan.experiment.runs.build_rule loads it")
+        problem = score_source_problem(src, "trainer.score_run", self.cfg.data.name, self.data.dim)
+        if problem:
+            raise ConfigError(problem)
+        src.rule.train(False)
+        teacher = ScoreView(src.rule.denoiser).to(self.device, self.dtype)
+        return teacher.requires_grad_(False)
 
     def _score_net(self, net: NetConfig) -> torch.nn.Module:
         c = self.tcfg
@@ -219,6 +258,8 @@ class ScoreGAN(GeneratorRule):
         """s_d(x, σ) (N, d): the fitted network, or the exact score of the perturbed mixture."""
         if self.s_d is not None:
             return self.s_d(x, sigma)
+        if self.teacher is not None:
+            return self.teacher(x, sigma)
         out = torch.empty_like(x)
         for s in torch.unique(sigma):
             idx = sigma == s

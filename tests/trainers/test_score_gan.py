@@ -230,3 +230,48 @@ def test_generator_score_init_from_data_needs_both_score_networks():
                                           "'network' and trainer.generator_score = 'network', got 'network' and 'batch'"):
         load_config("configs/toy/8gaussians-score-gan.yaml",
                     ["trainer.generator_score_init=data", "trainer.generator_score=batch"])
+
+
+def test_a_dsm_run_serves_as_the_data_score_and_seeds_the_generator_score(tmp_path):
+    """``data_score: run``: s_d is the trained dsm run's score (frozen, not in this run's checkpoint);
+    ``generator_score_init: data`` starts s_g as a trainable copy of it; a resume continues bit-identically."""
+    from scoregan import api
+    from scoregan.checkpoint import load_checkpoint
+    from scoregan.experiment.loop import Trainer
+    from scoregan.experiment.runs import load_run
+    from tests.helpers import ROOT
+
+    tiny = ["tracking.mode=disabled", "train.progress=false", "eval.figures=false", "eval.n_samples=16",
+            "eval.image_metrics=false", "train.batch_size=16", "model.unet.channels=8", "model.unet.groups=4",
+            "model.unet.attention=false", "train.threads=1", "model.conv.width=8"]
+    api.train(load_config(ROOT / "configs/images/digits-dsm.yaml",
+                          [*tiny, "trainer.sample_steps=2", "train.steps=2", "train.eval_every=2"]),
+              run_dir=tmp_path / "dsm")
+    teacher = load_run(tmp_path / "dsm").rule
+    sg = ["trainer.data_score=run", f"trainer.score_run={tmp_path / 'dsm'}", "trainer.generator_score_init=data",
+          "trainer.score_warmup=0", "trainer.score_lr=1e-12", "train.checkpoint_every=2", "train.eval_every=4"]
+    cfg = load_config(ROOT / "configs/images/digits-score-gan.yaml", [*tiny, *sg, "train.steps=4"])
+    tr = Trainer(cfg, tmp_path / "sg")
+    rule = tr.rule
+    x, sigma = torch.randn(5, 64), torch.full((5,), 0.3)
+    with torch.no_grad():
+        assert torch.allclose(rule.data_score(x, sigma), teacher.score(x, sigma), atol=1e-6)
+        assert torch.allclose(rule.s_g(x, sigma), teacher.score(x, sigma), atol=1e-6)  # the copy, before training
+    tr.fit()
+    state = load_checkpoint(tmp_path / "sg" / "checkpoints" / "last.pt")
+    assert not any("data_score" in k for k in state["rule"]["modules"])
+    with torch.no_grad():  # s_d stays the teacher's
+        assert torch.allclose(rule.data_score(x, sigma), teacher.score(x, sigma), atol=1e-6)
+    # one run of 4 steps equals 2 + resume + 2
+    cfg2 = load_config(ROOT / "configs/images/digits-score-gan.yaml", [*tiny, *sg, "train.steps=2"])
+    Trainer(cfg2, tmp_path / "sg2").fit()
+    Trainer(load_config(ROOT / "configs/images/digits-score-gan.yaml", [*tiny, *sg, "train.steps=4"]),
+            tmp_path / "sg2", resume=True).fit()
+    a = load_checkpoint(tmp_path / "sg" / "checkpoints" / "last.pt")["rule"]["modules"]["generator"]
+    b = load_checkpoint(tmp_path / "sg2" / "checkpoints" / "last.pt")["rule"]["modules"]["generator"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_score_run_goes_with_data_score_run():
+    with pytest.raises(ConfigError, match="trainer.score_run = 'runs/x' goes with trainer.data_score = 'run'"):
+        load_config("configs/toy/8gaussians-score-gan.yaml", ["trainer.score_run=runs/x"])
