@@ -27,6 +27,7 @@ from scoregan.experiment.bench_toy import Clock
 from scoregan.experiment.config import load_config
 from scoregan.experiment.configs import config_dir
 from scoregan.experiment.evaluation import draw_samples
+from scoregan.experiment.config import apply_overrides, read_yaml
 from scoregan.experiment.loop import Trainer
 from scoregan.metrics import image_report
 from scoregan.plotting import image_grid
@@ -74,6 +75,14 @@ def run_one(dataset: str, trainer: str, seed: int, run_dir: Path, *, overrides: 
            "batch_size": cfg.train.batch_size, "train_wall_s": wall, "sample_wall_s": sample_s, "nfe": nfe,
            **{k: float(v) for k, v in report.items() if isinstance(v, (int, float))}}
     return row, x, data.image_shape
+
+
+def needs_score_run(dataset: str, trainer: str, overrides: Sequence[str] = ()) -> bool:
+    """Whether the trainer's config takes its data score from a dsm run (``trainer.data_score: run``)."""
+    if trainer == "dsm":
+        return False
+    raw = apply_overrides(read_yaml(config_path(dataset, trainer)), list(overrides))
+    return (raw.get("trainer") or {}).get("data_score") == "run"
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,7 +149,16 @@ def run_image_benchmark(dataset: str, trainers: Sequence[str], seeds: Sequence[i
         for seed in chosen:
             if any(r["trainer"] == trainer and r["seed"] == seed for r in rows):
                 continue
-            row, x, shape = run_one(dataset, trainer, seed, runs / f"{dataset}-{trainer}-s{seed}", overrides=overrides, n=n)
+            extra = list(overrides)
+            if needs_score_run(dataset, trainer, overrides):  # its s_d is the dsm run of the same seed
+                score_run = runs / f"{dataset}-dsm-s{seed}"
+                if not (score_run / "checkpoints" / "last.pt").is_file() or not any(
+                        r["trainer"] == "dsm" and r["seed"] == seed for r in rows):
+                    dsm_row, _, _ = run_one(dataset, "dsm", seed, score_run, overrides=overrides, n=n)
+                    if not any(r["trainer"] == "dsm" and r["seed"] == seed for r in rows):
+                        rows.append(dsm_row)
+                extra.append(f"trainer.score_run={score_run.resolve()}")
+            row, x, shape = run_one(dataset, trainer, seed, runs / f"{dataset}-{trainer}-s{seed}", overrides=extra, n=n)
             rows.append(row)
             print(f"{trainer} seed {seed}: FD {row['fd']:.3f}  KID {row['kid']:.2e} ± {row['kid_se']:.1e}  "
                   f"P {row['precision']:.3f}  R {row['recall']:.3f}  {row['train_wall_s']:.0f} s  NFE {row['nfe']}",

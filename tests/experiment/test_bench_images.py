@@ -47,3 +47,17 @@ def test_unknown_dataset_and_trainer_are_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="--trainers vae"):
         run_image_benchmark("digits", ["vae"], [0], out=tmp_path, runs=tmp_path)
     assert not (tmp_path / "table.json").exists()
+
+
+def test_a_score_gan_on_a_dsm_teacher_trains_the_dsm_run_of_its_seed_first(tmp_path):
+    """digits-score-gan reads s_d from a dsm run: the recipe trains that run (same seed) first, tabulates it
+    too, and points the score-gan run at it."""
+    import yaml
+
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    tiny_unet = ["model.unet.channels=8", "model.unet.groups=4", "model.unet.attention=false"]
+    run_image_benchmark("digits", ["score-gan"], [0], out=out, runs=runs, overrides=[*TINY, *tiny_unet], n=120)
+    rows = json.loads((out / "table.json").read_text())["rows"]
+    assert [(r["trainer"], r["seed"]) for r in rows] == [("dsm", 0), ("score-gan", 0)]
+    cfg = yaml.safe_load((runs / "digits-score-gan-s0" / "config.yaml").read_text())
+    assert cfg["trainer"]["score_run"] == str((runs / "digits-dsm-s0").resolve())

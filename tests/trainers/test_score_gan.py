@@ -227,7 +227,8 @@ def test_generator_score_can_start_from_the_fitted_data_score(tmp_path, init):
 
 def test_generator_score_init_from_data_needs_both_score_networks():
     with pytest.raises(ConfigError, match="trainer.generator_score_init = 'data' needs trainer.data_score = "
-                                          "'network' and trainer.generator_score = 'network', got 'network' and 'batch'"):
+                                          "'network' or 'run' and trainer.generator_score = 'network', got "
+                                          "'network' and 'batch'"):
         load_config("configs/toy/8gaussians-score-gan.yaml",
                     ["trainer.generator_score_init=data", "trainer.generator_score=batch"])
 
