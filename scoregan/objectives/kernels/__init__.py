@@ -80,7 +80,7 @@ _KERNEL_PARAMS: dict[str, tuple[str, ...]] = {
     "energy": (),
     "polyharmonic": ("order", "dim", "eps"),
     "coulomb": ("dim", "eps"),
-    "ntk": ("depth", "activation", "weight_std", "bias_std", "negative_slope", "kind", "method"),
+    "ntk": ("depth", "activation", "weight_std", "bias_std", "negative_slope", "kind", "method", "compile"),
 }
 
 

@@ -477,3 +477,36 @@ def test_float32_witness_grad_matches_float64_with_near_and_coincident_pairs(act
     if act.get("activation") != "erf":  # erf is smooth at ρ = ±1 and always stays in float32
         monkeypatch.setattr(ntk_module, "NEAR_PAIR_TAU", 0.0)
         assert err() > 1e-2
+
+
+def _can_compile() -> bool:
+    import shutil
+
+    return shutil.which("gcc") is not None or shutil.which("cc") is not None or torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _can_compile(), reason="torch.compile needs a C++ compiler on the CPU")
+@pytest.mark.parametrize("dtype,act,kind,depth", [(torch.float32, {"activation": "relu"}, "ntk", 3),
+                                                  (F64, {"activation": "leaky_relu", "negative_slope": 0.2}, "nngp", 2)])
+def test_compiled_tiles_equal_the_eager_fast_path(dtype, act, kind, depth):
+    """NTKKernel(compile=True): the fused torch.compile tile (kernels.ntk_fused) gives the eager fast path's
+    gradient, near and coincident pairs included (float32: those still in float64); erf and zero-variance
+    inputs fall back to the eager path."""
+    g = gen(58)
+    y = 2.0 * torch.randn(90, 2, generator=g, dtype=F64)
+    x = torch.cat([y[:30] + 1e-3 * torch.randn(30, 2, generator=g, dtype=F64), 2.0 * torch.randn(40, 2, generator=g,
+                                                                                                   dtype=F64), y[:5]])
+    c = torch.cat([y, x])
+    w = torch.randn(c.shape[0], generator=g, dtype=F64) / c.shape[0]
+    x, c, w = x.to(dtype), c.to(dtype), w.to(dtype)
+    eager = NTKKernel(depth=depth, bias_std=1.0, kind=kind, **act)
+    fused = NTKKernel(depth=depth, bias_std=1.0, kind=kind, compile=True, **act)
+    ref, got = eager.witness_grad(x, c, w).double(), fused.witness_grad(x, c, w).double()
+    scale = ref.norm(dim=1).clamp_min(1e-2 * ref.norm(dim=1).max())
+    assert ((got - ref).norm(dim=1) / scale).max().item() < (1e-4 if dtype == torch.float32 else 1e-9)
+    nobias = NTKKernel(depth=depth, bias_std=0.0, kind=kind, compile=True, **act)  # x = 0 has zero variance
+    z = torch.cat([torch.zeros(1, 2, dtype=dtype), x[:4]])
+    torch.testing.assert_close(nobias.witness_grad(z, c, w),
+                               NTKKernel(depth=depth, bias_std=0.0, kind=kind, **act).witness_grad(z, c, w))
+    with pytest.raises(ValueError, match="compile must be True or False, got 'yes'"):
+        NTKKernel(compile="yes")
