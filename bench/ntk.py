@@ -40,8 +40,8 @@ def _times(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     return statistics.median(ts) * 1e3, min(ts) * 1e3
 
 
-def _ntk(depth: int, fast: bool) -> NTKKernel:
-    k = kernel("ntk", depth=depth, activation="relu", bias_std=1.0)
+def _ntk(depth: int, fast: bool, compile: bool = False) -> NTKKernel:
+    k = kernel("ntk", depth=depth, activation="relu", bias_std=1.0, compile=compile)
     k.fast_path = fast
     return k
 
@@ -73,16 +73,24 @@ def witness_table(sizes: list[int], depths: list[int], dtype: torch.dtype, repea
             if with_autograd and dtype == torch.float64:
                 g_slow = slow.witness_grad(x, y, a)
                 err = ((g_fast - g_slow).abs().max() / g_slow.abs().max()).item()
+            fused = _ntk(depth, True, compile=True)
+            g_fused = fused.witness_grad(x, y, a).double()  # compiles (a one-off, not timed)
+            err_fused = ((g_fused - g_ref).abs().max() / g_ref.abs().max()).item()
             row = {"n": n, "m": n, "depth": depth, "device": device,
                    "autograd_ms": timed(functools.partial(slow.witness_grad, x, y, a)) if with_autograd else None,
-                   "fast_ms": timed(functools.partial(fast.witness_grad, x, y, a)), "gaussian_ms": ref_gauss,
-                   "gram_ms": timed(functools.partial(fast, x, y)), "max_rel_err": err}
+                   "fast_ms": timed(functools.partial(fast.witness_grad, x, y, a)),
+                   "compiled_ms": timed(functools.partial(fused.witness_grad, x, y, a)), "gaussian_ms": ref_gauss,
+                   "gram_ms": timed(functools.partial(fast, x, y)), "max_rel_err": err,
+                   "compiled_max_rel_err": err_fused}
             row["fast_ns_per_pair"] = row["fast_ms"][0] * 1e6 / (n * n)
+            row["compiled_ns_per_pair"] = row["compiled_ms"][0] * 1e6 / (n * n)
             row["gram_ns_per_pair"] = row["gram_ms"][0] * 1e6 / (n * n)
             rows.append(row)
             auto = f"{row['autograd_ms'][0]:8.1f}" if with_autograd else "       —"
             print(f"N=M={n:6d} depth {depth}: gram {row['gram_ms'][0]:8.1f}  witness_grad: autograd {auto}  "
                   f"fast {row['fast_ms'][0]:8.1f} ({row['fast_ns_per_pair']:5.1f} ns/pair)  "
+                  f"compiled {row['compiled_ms'][0]:8.1f} ({row['compiled_ns_per_pair']:5.1f} ns/pair, "
+                  f"err {err_fused:.1e})  "
                   f"gaussian {ref_gauss[0]:7.1f} ms (median)   max rel err {err:.1e}", flush=True)
     return rows
 
@@ -93,8 +101,8 @@ def flow_times(dtype: torch.dtype, steps: int, repeats: int, device: str = "cpu"
     real = torch.randn(500, 2, generator=g).to(device, dtype)
     x0 = (0.5 * torch.randn(500, 2, generator=g) + 2.0).to(device, dtype)
     out = {}
-    for name, fast in (("autograd", False), ("fast", True)):
-        k = _ntk(3, fast)
+    for name, fast, compile in (("autograd", False, False), ("fast", True, False), ("compiled", True, True)):
+        k = _ntk(3, fast, compile)
         run = functools.partial(particle_flow, k, real, x0, loss="ipm", n_steps=steps, step_size=2.0, disc_time=1.0)
         med, low = _times(run, repeats)
         out[name] = (med / steps, low / steps)
