@@ -42,7 +42,7 @@ from scoregan.objectives.kernels.ntk_fast import (
     pair_partials,
     variance_chain,
 )
-from scoregan.objectives.kernels.ntk_fused import compiled_tile_grad
+from scoregan.objectives.kernels.ntk_fused import compiled_tile_grad, fused_available
 from scoregan.objectives.kernels.tiling import BUDGETS, blockwise, check_inputs, tiles
 
 __all__ = ["NEAR_PAIR_TAU", "NTK_KINDS", "NTKKernel", "infinite_ntk"]
@@ -368,6 +368,9 @@ class NTKKernel(Kernel):
 
         if self.compile and self.arch.activation != "erf" and bool(a1.min() > 0) and bool(b1.min() > 0):
             fused = compiled_tile_grad()
+            if not fused_available(x):
+                self.compile = False
+                return self._fast_witness_grad(x, y, w, chunk_size)
             neg = 0.0 if self.arch.activation == "relu" else self.arch.negative_slope
             consts = (scale, b2, arch.weight_std**2, snap_tolerance(x.dtype), 1.0, neg, ntk,
                       NEAR_PAIR_TAU if mixed else -1.0)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["compiled_tile_grad", "relu_tile_grad"]
+__all__ = ["compiled_tile_grad", "fused_available", "relu_tile_grad"]
 
 
 def relu_tile_grad(xq: Tensor, yc: Tensor, wc: Tensor, wyc: Tensor, a_chain: list[Tensor], slopes: list[Tensor],
@@ -72,5 +73,33 @@ def relu_tile_grad(xq: Tensor, yc: Tensor, wc: Tensor, wyc: Tensor, a_chain: lis
 
 @functools.cache
 def compiled_tile_grad() -> Callable[..., tuple[Tensor, Tensor]]:
-    """:func:`relu_tile_grad` through ``torch.compile`` (compiled on first call per shape and constants)."""
+    """:func:`relu_tile_grad` through ``torch.compile``, specialised per tile shape and constants (static
+    shapes vectorise best; a call has at most four tile shapes, so dynamo's recompile limit is raised to 64)."""
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(64, getattr(dynamo_config, name)))
     return torch.compile(relu_tile_grad, dynamic=False)
+
+
+@functools.cache
+def _probe(device_type: str, dtype: torch.dtype) -> str | None:
+    """None when a tiny :func:`compiled_tile_grad` call compiles and runs on this device and dtype, else why not."""
+    try:
+        x = torch.ones(2, 2, device=device_type, dtype=dtype)
+        one = torch.ones(2, 1, device=device_type, dtype=dtype)
+        compiled_tile_grad()(x, x, x[:, 0], x, [one], [one], [one.T], 0.5, 1.0, 1.0, 1e-6, 1.0, 0.0, True, -1.0)
+    except Exception as exc:  # no C++ compiler, no Python headers, an unsupported backend, ...
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def fused_available(like: Tensor) -> bool:
+    """Whether the compiled tile works for tensors like ``like``; if not, one warning saying why (the caller
+    then takes the eager fast path, with the same values)."""
+    why = _probe(like.device.type, like.dtype)
+    if why is not None:
+        warnings.warn(f"NTKKernel(compile=True): torch.compile is not usable here ({why[:200]}); "
+                      "using the eager fast path", RuntimeWarning, stacklevel=3)
+    return why is None
