@@ -79,7 +79,8 @@ def _score_source(cfg: ExperimentConfig, device: torch.device) -> ScoreSource | 
         try:
             run = load_run(score_run, device=device)
         except CheckpointError as exc:
-            raise CheckpointError(f"trainer.score_run: {exc}") from None
+            raise CheckpointError(f"trainer.score_run: {exc} (train the score model there first: scoregan train "
+                                  f"configs/images/<data set>-dsm.yaml --run-dir {score_run})") from None
     return ScoreSource(run.rule, str(run.run_dir))
 
 
