@@ -322,7 +322,9 @@ class NTKKernel(Kernel):
         Below float64, the pairs whose first-layer correlation ρ₁ = c/√(ab) has |ρ₁| > 1 − ``NEAR_PAIR_TAU``
         (within ~0.2 of each other at |x| ≈ 5, σ_b = 1; a few per particle in a converged flow) are
         recomputed in float64, the rest stays in the input dtype: float32 ρ there has too few bits
-        (class docstring); elsewhere its relative error in 1 − ρ is below ~1e-3.
+        (class docstring); elsewhere its relative error in 1 − ρ is below ~1e-3. With ``compile`` (relu-like,
+        every a₁, b₁ > 0) each tile is the fused loop of ``kernels.ntk_fused`` (larger tiles: it keeps
+        no per-layer temporaries), the near pairs added the same way.
         """
         arch, (n, d), m = self.arch, x.shape, y.shape[0]
         scale, b2 = arch.weight_std**2 / d, arch.bias_std**2
