@@ -24,10 +24,9 @@ import torch
 
 from scoregan.experiment.bench_results import save_json_atomic
 from scoregan.experiment.bench_toy import Clock
-from scoregan.experiment.config import load_config
+from scoregan.experiment.config import apply_overrides, load_config, read_yaml
 from scoregan.experiment.configs import config_dir
 from scoregan.experiment.evaluation import draw_samples
-from scoregan.experiment.config import apply_overrides, read_yaml
 from scoregan.experiment.loop import Trainer
 from scoregan.metrics import image_report
 from scoregan.plotting import image_grid
@@ -146,16 +145,17 @@ def run_image_benchmark(dataset: str, trainers: Sequence[str], seeds: Sequence[i
     rows = list(done)  # earlier rows (other trainers, other seeds) stay in the table
     for trainer in trainers:
         chosen = seeds if seeds is not None else ((0, 1, 2) if trainer in MULTI_SEED else (0,))
+        teacher = needs_score_run(dataset, trainer, overrides)  # its s_d is the dsm run of the same seed
         for seed in chosen:
             if any(r["trainer"] == trainer and r["seed"] == seed for r in rows):
                 continue
             extra = list(overrides)
-            if needs_score_run(dataset, trainer, overrides):  # its s_d is the dsm run of the same seed
+            if teacher:
                 score_run = runs / f"{dataset}-dsm-s{seed}"
-                if not (score_run / "checkpoints" / "last.pt").is_file() or not any(
-                        r["trainer"] == "dsm" and r["seed"] == seed for r in rows):
+                tabulated = any(r["trainer"] == "dsm" and r["seed"] == seed for r in rows)
+                if not tabulated or not (score_run / "checkpoints" / "last.pt").is_file():
                     dsm_row, _, _ = run_one(dataset, "dsm", seed, score_run, overrides=overrides, n=n)
-                    if not any(r["trainer"] == "dsm" and r["seed"] == seed for r in rows):
+                    if not tabulated:
                         rows.append(dsm_row)
                 extra.append(f"trainer.score_run={score_run.resolve()}")
             row, x, shape = run_one(dataset, trainer, seed, runs / f"{dataset}-{trainer}-s{seed}", overrides=extra, n=n)

@@ -334,12 +334,14 @@ class NTKKernel(Kernel):
         wy = w[:, None] * y
         ntk = self.kind == "ntk"
         mixed = x.dtype != torch.float64 and self.arch.activation != "erf"  # erf: smooth at ρ = ±1
+        fused = (self.compile and self.arch.activation != "erf" and bool(a1.min() > 0) and bool(b1.min() > 0))
+        if fused and not fused_available(x):
+            self.compile = fused = False
         if mixed:  # the float64 side of the near pairs: chains per point, once
             x64, y64, w64 = x.double(), y.double(), w.double()
             a64 = scale * (x64 * x64).sum(1) + b2
             a64_chain, slopes64 = variance_chain(arch, a64)
             b64_chain = _diagonal_chain(arch, scale * (y64 * y64).sum(1) + b2)
-            inv_norm_a, inv_norm_b = a1.rsqrt()[:, None], b1.rsqrt()[None, :]
             out64 = x64.new_zeros(n, d)
 
         def add_near(near: Tensor, qi: slice, cj: slice) -> None:
@@ -352,12 +354,11 @@ class NTKKernel(Kernel):
             contrib = x64[i] * ((2.0 * scale) * p_a * w64[j])[:, None] + (scale * p_c * w64[j])[:, None] * y64[j]
             out64.index_add_(0, i, contrib)
 
-        def tile(qi: slice, cj: slice) -> Tensor:
+        def eager_tile(qi: slice, cj: slice) -> Tensor:
             c = scale * (x[qi] @ y[cj].T) + b2
             near = None
             if mixed:
-                rho = c * inv_norm_a[qi] * inv_norm_b[:, cj]
-                near = rho.abs_() > 1.0 - NEAR_PAIR_TAU  # the arccos cusps at ρ = ±1
+                near = (c * a1[qi, None].rsqrt() * b1[None, cj].rsqrt()).abs_() > 1.0 - NEAR_PAIR_TAU  # ρ = ±1 cusps
                 if not bool(near.any()):
                     near = None
             g_a, g_c = pair_partials(arch, ntk, [t[qi] for t in a_chain], [t[qi] for t in slopes],
@@ -368,21 +369,16 @@ class NTKKernel(Kernel):
                 add_near(near, qi, cj)
             return x[qi] * ((2.0 * scale) * (g_a @ w[cj]))[:, None] + scale * (g_c @ wy[cj])
 
-        if self.compile and self.arch.activation != "erf" and bool(a1.min() > 0) and bool(b1.min() > 0):
-            fused = compiled_tile_grad()
-            if not fused_available(x):
-                self.compile = False
-                return self._fast_witness_grad(x, y, w, chunk_size)
-            neg = 0.0 if self.arch.activation == "relu" else self.arch.negative_slope
-            consts = (scale, b2, arch.weight_std**2, snap_tolerance(x.dtype), 1.0, neg, ntk,
-                      NEAR_PAIR_TAU if mixed else -1.0)
+        consts = (scale, b2, arch.weight_std**2, snap_tolerance(x.dtype), 1.0,
+                  0.0 if arch.activation == "relu" else arch.negative_slope, ntk, NEAR_PAIR_TAU if mixed else -1.0)
 
-            def tile(qi: slice, cj: slice) -> Tensor:  # noqa: F811 (the fused tile replaces the eager one)
-                g, near = fused(x[qi], y[cj], w[cj], wy[cj], [t[qi] for t in a_chain], [t[qi] for t in slopes],
-                                [t[:, cj] for t in b_chain], *consts)
-                if mixed and bool(near.any()):
-                    add_near(near, qi, cj)
-                return g
+        def fused_tile(qi: slice, cj: slice) -> Tensor:
+            g, near = compiled_tile_grad()(x[qi], y[cj], w[cj], wy[cj], [t[qi] for t in a_chain],
+                                           [t[qi] for t in slopes], [t[:, cj] for t in b_chain], *consts)
+            if mixed and bool(near.any()):
+                add_near(near, qi, cj)
+            return g
 
-        out = blockwise(n, m, *tiles(n, m, chunk_size, FAST_ENTRIES_PER_PAIR // (8 if self.compile else 1)), tile)
+        tile = fused_tile if fused else eager_tile
+        out = blockwise(n, m, *tiles(n, m, chunk_size, FAST_ENTRIES_PER_PAIR // (8 if fused else 1)), tile)
         return (out.double() + out64).to(x.dtype) if mixed else out
